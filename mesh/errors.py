@@ -1,0 +1,169 @@
+"""The gateway's exceptions: one tree, typed fields, messages built here.
+
+    MeshError
+    ├── ConfigError              a configuration file or value is wrong (path + hint)
+    │   └── ConfigErrors         several ConfigError found at once
+    ├── EventError               an event or message is not acceptable
+    │   ├── InvalidEvent         breaks a CloudEvents rule (reason, attribute)
+    │   └── EventTooLarge        bigger than the configured limit
+    ├── TemplateError            a template cannot be compiled or rendered
+    ├── FilterError              a subscription filter is invalid
+    │   └── CesqlError           a CESQL expression does not parse (position)
+    ├── LinkError                a peer link failed
+    │   ├── LinkRefused          the other side refused the hello (reason)
+    │   └── LinkProtocolError    a frame broke the link protocol
+    ├── BridgeError              a local broker failed (broker name)
+    │   ├── BrokerUnavailable    cannot connect / connection lost
+    │   └── PublishError         the broker refused or did not confirm a publish
+    └── StoreError               the durable store failed
+
+Broker-library exceptions never leave a bridge: bridges translate them into
+``BridgeError`` subclasses with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BridgeError",
+    "BrokerUnavailable",
+    "CesqlError",
+    "ConfigError",
+    "ConfigErrors",
+    "EventError",
+    "EventTooLarge",
+    "FilterError",
+    "InvalidEvent",
+    "LinkError",
+    "LinkProtocolError",
+    "LinkRefused",
+    "MeshError",
+    "PublishError",
+    "StoreError",
+    "TemplateError",
+]
+
+
+class MeshError(Exception):
+    """Base of every error the gateway raises on purpose."""
+
+
+class ConfigError(MeshError):
+    """One configuration problem, located by a dotted path like ``egress[0].to``."""
+
+    def __init__(self, path: str, message: str, hint: str | None = None) -> None:
+        self.path = path
+        self.message = message
+        self.hint = hint
+        text = f"{path}: {message}" if path else message
+        if hint:
+            text += f" ({hint})"
+        super().__init__(text)
+
+
+class ConfigErrors(MeshError):
+    """Every problem found in one configuration source, reported together."""
+
+    def __init__(self, source: str, errors: list[ConfigError]) -> None:
+        self.source = source
+        self.errors = errors
+        lines = "\n".join(f"  {e}" for e in errors)
+        super().__init__(f"{source}: {len(errors)} error(s)\n{lines}")
+
+
+class EventError(MeshError):
+    """An event or message cannot be accepted; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class InvalidEvent(EventError):
+    """The input breaks a CloudEvents rule."""
+
+    def __init__(self, reason: str, attribute: str | None = None) -> None:
+        self.attribute = attribute
+        super().__init__(reason)
+
+
+class EventTooLarge(EventError):
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(f"event of {size} bytes exceeds the limit of {limit} bytes")
+
+
+class TemplateError(MeshError):
+    def __init__(self, template: str, reason: str) -> None:
+        self.template = template
+        self.reason = reason
+        super().__init__(f"template {template!r}: {reason}")
+
+
+class FilterError(MeshError):
+    """A subscription filter is not valid."""
+
+
+class CesqlError(FilterError):
+    """A CESQL expression does not parse; ``position`` is 0-based."""
+
+    def __init__(self, expression: str, position: int, reason: str) -> None:
+        self.expression = expression
+        self.position = position
+        self.reason = reason
+        super().__init__(f"CESQL parse error at position {position}: {reason}")
+
+
+class LinkError(MeshError):
+    """A peer link failed."""
+
+    def __init__(self, peer: str, reason: str) -> None:
+        self.peer = peer
+        self.reason = reason
+        super().__init__(f"link {peer}: {reason}")
+
+
+class LinkRefused(LinkError):
+    """The other side refused the hello; nothing was exchanged."""
+
+
+class LinkProtocolError(LinkError):
+    """A frame broke the link protocol."""
+
+
+class BridgeError(MeshError):
+    """A local broker failed."""
+
+    def __init__(self, broker: str, reason: str) -> None:
+        self.broker = broker
+        self.reason = reason
+        super().__init__(f"broker {broker}: {reason}")
+
+
+class BrokerUnavailable(BridgeError):
+    """Cannot connect to the broker, or the connection was lost."""
+
+
+class PublishError(BridgeError):
+    """A publish was refused or not confirmed.
+
+    ``permanent`` is true when retrying the same message cannot succeed (a
+    webhook answering 400, an invalid topic); ``retry_after`` is the delay the
+    broker asked for, in seconds, when it gave one.
+    """
+
+    def __init__(
+        self,
+        broker: str,
+        reason: str,
+        *,
+        permanent: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        self.permanent = permanent
+        self.retry_after = retry_after
+        super().__init__(broker, reason)
+
+
+class StoreError(MeshError):
+    """The durable store failed."""
