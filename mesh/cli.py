@@ -1,0 +1,204 @@
+"""The ``mesh`` command.
+
+mesh run FILE             run a node until SIGINT/SIGTERM
+mesh validate FILE...     check configuration files; exit 2 listing every error
+mesh schema               print the JSON Schema of the configuration file
+mesh routes  (-c FILE | --url URL)   the routing table of a running node
+mesh peers   (-c FILE | --url URL)   the peer links of a running node
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from typing import Any
+
+from mesh.config import MeshConfig, json_schema, load_config
+from mesh.errors import ConfigErrors, MeshError
+
+__all__ = ["main"]
+
+log = logging.getLogger("mesh")
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_INVALID = 2
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # Third-party libraries stay quiet unless asked.
+    for noisy in ("aiohttp.access", "nats"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.root.level))
+
+
+def _print_errors(exc: ConfigErrors) -> None:
+    print(f"{exc.source}: {len(exc.errors)} error(s)", file=sys.stderr)
+    for e in exc.errors:
+        print(f"  {e}", file=sys.stderr)
+
+
+async def _run(config: MeshConfig) -> None:
+    from mesh.node import Node
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with Node(config).serve():
+        await stop.wait()
+        log.info("stopping")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.file)
+    except ConfigErrors as exc:
+        _print_errors(exc)
+        return EXIT_INVALID
+    _configure_logging(args.log_level)
+    try:
+        asyncio.run(_run(config))
+    except MeshError as exc:
+        log.error("%s", exc)
+        return EXIT_FAILURE
+    except OSError as exc:
+        log.error("cannot start node %s: %s", config.node.id, exc)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    status = EXIT_OK
+    for path in args.files:
+        try:
+            cfg = load_config(path)
+        except ConfigErrors as exc:
+            _print_errors(exc)
+            status = EXIT_INVALID
+            continue
+        print(
+            f"{path}: ok (node {cfg.node.id}, {len(cfg.brokers)} brokers, "
+            f"{len(cfg.peers)} peers, {len(cfg.ingress)} ingress, {len(cfg.egress)} egress)"
+        )
+    return status
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(json_schema(), indent=2))
+    return EXIT_OK
+
+
+def _admin_url(args: argparse.Namespace) -> str:
+    if args.url:
+        return str(args.url).rstrip("/")
+    if args.config:
+        cfg = load_config(args.config)
+        host = cfg.node.host
+        host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        return f"http://{host}:{cfg.node.port}"
+    raise SystemExit("give --url http://host:port or -c CONFIG_FILE")
+
+
+def _get(url: str) -> Any:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return json.loads(resp.read())
+    except (urllib.error.URLError, OSError) as exc:
+        raise SystemExit(f"cannot reach {url}: {exc}") from exc
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(lines)
+
+
+def cmd_routes(args: argparse.Namespace) -> int:
+    data = _get(_admin_url(args) + "/api/routes")
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return EXIT_OK
+    rows = [
+        [
+            r["pattern"],
+            json.dumps(r["filter"]) if r["filter"] else "-",
+            r["origin"],
+            r["next_hop"] or "(local)",
+            " > ".join(r["path"]),
+            f"{r['age']:.0f}s" if r["age"] is not None else "-",
+        ]
+        for r in data["routes"]
+    ]
+    print(_table(rows, ["PATTERN", "FILTER", "ORIGIN", "NEXT HOP", "PATH", "AGE"]))
+    return EXIT_OK
+
+
+def cmd_peers(args: argparse.Namespace) -> int:
+    data = _get(_admin_url(args) + "/api/peers")
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return EXIT_OK
+    rows = [
+        [
+            p["id"],
+            p["direction"],
+            p["state"],
+            str(p["sent"]),
+            str(p["received"]),
+            str(p["outbox"]),
+            p.get("refused_reason") or "",
+        ]
+        for p in data["peers"]
+    ]
+    print(_table(rows, ["PEER", "DIRECTION", "STATE", "SENT", "RECEIVED", "OUTBOX", "NOTE"]))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mesh", description="Federated event mesh gateway")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run a node")
+    r.add_argument("file")
+    r.add_argument("--log-level", default="info")
+    r.set_defaults(func=cmd_run)
+    v = sub.add_parser("validate", help="check configuration files")
+    v.add_argument("files", nargs="+")
+    v.set_defaults(func=cmd_validate)
+    s = sub.add_parser("schema", help="print the configuration JSON Schema")
+    s.set_defaults(func=cmd_schema)
+    for name, fn, text in (
+        ("routes", cmd_routes, "show a node's routing table"),
+        ("peers", cmd_peers, "show a node's peer links"),
+    ):
+        q = sub.add_parser(name, help=text)
+        q.add_argument("-c", "--config", help="the node's configuration file")
+        q.add_argument("--url", help="the node's admin URL, e.g. http://127.0.0.1:7401")
+        q.add_argument("--json", action="store_true")
+        q.set_defaults(func=fn)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigErrors as exc:
+        _print_errors(exc)
+        return EXIT_INVALID
+
+
+if __name__ == "__main__":
+    sys.exit(main())

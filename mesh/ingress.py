@@ -1,0 +1,225 @@
+"""Ingress: from a local broker's message to an envelope entering the mesh.
+
+For each message the first ingress rule (in file order) whose pattern matches
+its topic applies. A message that already is a CloudEvent (binary or
+structured, per the binding of its protocol) is kept as it is; any other
+payload is wrapped into a new CloudEvent from the rule's ``event`` templates.
+The mesh topic is the rule's ``mesh_topic`` template, or the topic itself.
+
+:func:`IngressRule.build` is pure. :class:`Ingress` runs it over a batch,
+routes the results in one group commit and only then acknowledges the
+broker's deliveries; rejected messages are counted, logged and acknowledged
+(they can never succeed), so one bad message never holds up a batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import orjson
+
+from mesh.bridge import Delivery, Message
+from mesh.codec import Mode, decode_http, decode_mqtt, decode_nats
+from mesh.config import IngressRule as IngressConfig
+from mesh.config import MeshConfig
+from mesh.envelope import Envelope
+from mesh.errors import EventError, EventTooLarge, InvalidEvent, TemplateError
+from mesh.event import AttrValue, Event, new_event_id, now_rfc3339, validate_attributes
+from mesh.metrics import Metrics
+from mesh.router import Router
+from mesh.templates import RenderContext, Template
+from mesh.topics import Pattern, Syntax, split_topic, to_mesh_pattern
+
+__all__ = ["Ingress", "IngressRule", "Rejected", "detect_content_type"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Rejected:
+    """A message that cannot enter the mesh, and why."""
+
+    reason: str
+    index: int | None = None  # position in an HTTP batch
+
+
+def detect_content_type(payload: bytes) -> str:
+    """JSON if it parses, text if it is UTF-8, bytes otherwise."""
+    if payload[:1] in b'{["-0123456789tfn' and payload:
+        try:
+            orjson.loads(payload)
+            return "application/json"
+        except orjson.JSONDecodeError:
+            pass
+    try:
+        payload.decode("utf-8")
+        return "text/plain; charset=utf-8"
+    except UnicodeDecodeError:
+        return "application/octet-stream"
+
+
+class IngressRule:
+    """A compiled ingress rule."""
+
+    def __init__(self, index: int, cfg: IngressConfig, config: MeshConfig) -> None:
+        broker = config.brokers[cfg.from_]
+        self.index = index
+        self.broker = cfg.from_
+        self.kind = broker.kind
+        self.protocol: Literal["5", "3.1.1"] = broker.version if broker.kind == "mqtt" else "5"
+        self.syntax: Syntax = config.broker_syntax(cfg.from_)
+        self.topic = cfg.topic
+        self.pattern = Pattern.compile(to_mesh_pattern(cfg.topic, self.syntax))
+        self.node_id = config.node.id
+        self.max_size = config.limits.max_event_size
+        self.qos = cfg.qos
+        self.queue_group = cfg.queue_group
+        n = self.pattern.wildcards
+        self.mesh_topic = (
+            Template(cfg.mesh_topic, max_capture=n, attributes=False) if cfg.mesh_topic else None
+        )
+        ev = cfg.event
+        tmpl: dict[str, Template] = {}
+        if ev is not None:
+            for key in ("type", "source", "subject", "id", "dataschema", "datacontenttype"):
+                value = getattr(ev, key)
+                if value is not None:
+                    tmpl[key] = Template(value, max_capture=n, attributes=False)
+            for ext, value in ev.extensions.items():
+                tmpl[ext] = Template(value, max_capture=n, attributes=False)
+        else:
+            tmpl["type"] = Template("mesh.message", attributes=False)
+            tmpl["source"] = Template("/{node}/{topic}", attributes=False)
+        self.templates = tmpl
+
+    def captures(self, topic: str) -> tuple[str, ...] | None:
+        return self.pattern.match(split_topic(topic, self.syntax))
+
+    def build(self, msg: Message, captures: tuple[str, ...]) -> list[Envelope | Rejected]:
+        """Turn one message into envelopes (several for an HTTP batch)."""
+        size = len(msg.payload)
+        if size > self.max_size:
+            return [Rejected(str(EventTooLarge(size, self.max_size)))]
+        ctx = RenderContext(
+            captures=captures, node=self.node_id, topic=msg.topic, payload=msg.payload
+        )
+        try:
+            events = self._decode(msg)
+            if events is None:
+                events = [self._wrap(msg, ctx)]
+            mesh_topic = (
+                self.mesh_topic.render(ctx)
+                if self.mesh_topic is not None
+                else "/".join(split_topic(msg.topic, self.syntax))
+            )
+        except (EventError, TemplateError) as exc:
+            return [Rejected(_reason(exc))]
+        out: list[Envelope | Rejected] = []
+        for i, ev in enumerate(events):
+            if isinstance(ev, EventError):
+                out.append(Rejected(_reason(ev), i))
+            elif ev.size() > self.max_size:
+                out.append(Rejected(str(EventTooLarge(ev.size(), self.max_size)), i))
+            else:
+                out.append(Envelope(ev, mesh_topic, self.node_id))
+        return out
+
+    def _decode(self, msg: Message) -> list[Event | InvalidEvent] | None:
+        if self.kind == "mqtt":
+            ev = decode_mqtt(msg.payload, msg.content_type, msg.user_properties, self.protocol)
+            return None if ev is None else [ev]
+        if self.kind == "nats":
+            ev = decode_nats(msg.payload, msg.headers)
+            return None if ev is None else [ev]
+        mode, events = decode_http(msg.headers, msg.payload)
+        return None if mode is Mode.RAW else events
+
+    def _wrap(self, msg: Message, ctx: RenderContext) -> Event:
+        attrs: dict[str, AttrValue] = {"specversion": "1.0"}
+        for key, tmpl in self.templates.items():
+            attrs[key] = tmpl.render(ctx)
+        if "id" not in attrs:
+            attrs["id"] = new_event_id()
+        attrs["time"] = now_rfc3339()
+        if "datacontenttype" not in attrs:
+            attrs["datacontenttype"] = msg.content_type or detect_content_type(msg.payload)
+        validate_attributes(attrs)
+        return Event(attrs, msg.payload)
+
+
+def _reason(exc: Exception) -> str:
+    return exc.reason if isinstance(exc, EventError | TemplateError) else str(exc)
+
+
+class Ingress:
+    """Runs ingress rules over batches of deliveries and acknowledges after commit."""
+
+    def __init__(self, config: MeshConfig, router: Router, metrics: Metrics) -> None:
+        self.router = router
+        self.metrics = metrics
+        self.rules = [IngressRule(i, r, config) for i, r in enumerate(config.ingress)]
+
+    def rules_for(self, broker: str) -> list[IngressRule]:
+        return [r for r in self.rules if r.broker == broker]
+
+    def match(self, broker: str, topic: str) -> tuple[IngressRule, tuple[str, ...]] | None:
+        for rule in self.rules:
+            if rule.broker == broker:
+                caps = rule.captures(topic)
+                if caps is not None:
+                    return rule, caps
+        return None
+
+    def build(self, broker: str, msg: Message) -> list[Envelope | Rejected]:
+        found = self.match(broker, msg.topic)
+        if found is None:
+            return [Rejected(f"no ingress rule of broker {broker!r} matches topic {msg.topic!r}")]
+        rule, caps = found
+        return rule.build(msg, caps)
+
+    def reject(self, broker: str, topic: str, why: Rejected) -> None:
+        self.metrics.inc("mesh_ingress_rejected_total", broker=broker)
+        self.metrics.inc("mesh_dead_letters_total", reason="invalid event")
+        log.warning(
+            "rejected message from %s on %r: %s",
+            broker,
+            topic,
+            why.reason,
+            extra={"broker": broker, "topic": topic},
+        )
+
+    async def accept(self, broker: str, deliveries: Sequence[Delivery]) -> None:
+        """Build, route durably, then ack every delivery of the batch."""
+        envs: list[Envelope] = []
+        for d in deliveries:
+            for r in self.build(broker, d.message):
+                if isinstance(r, Rejected):
+                    self.reject(broker, d.message.topic, r)
+                else:
+                    envs.append(r)
+        if envs:
+            await self.router.route(envs)
+            self.metrics.inc("mesh_ingress_events_total", len(envs), broker=broker)
+        for d in deliveries:
+            d.ack()
+
+    async def accept_http(
+        self, broker: str, topic: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[list[Envelope], list[Rejected]]:
+        """HTTP ingress: route what is valid durably; return what was accepted and rejected."""
+        msg = Message(topic, body, headers, headers.get("content-type"))
+        envs: list[Envelope] = []
+        rejected: list[Rejected] = []
+        for r in self.build(broker, msg):
+            if isinstance(r, Rejected):
+                self.reject(broker, topic, r)
+                rejected.append(r)
+            else:
+                envs.append(r)
+        if envs:
+            await self.router.route(envs)
+            self.metrics.inc("mesh_ingress_events_total", len(envs), broker=broker)
+        return envs, rejected

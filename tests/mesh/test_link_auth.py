@@ -1,0 +1,88 @@
+"""Peer-link authentication: a wrong token is refused, logged on both sides, and gets nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+
+from mesh.node import Node
+from mesh.testing import NatsServer
+from tests.helpers import node_config, unique, wait_for
+
+
+async def test_wrong_token_is_refused_with_reason_in_both_logs(
+    tmp_path: Path, nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="mesh")
+    tag = unique()
+    b_cfg = node_config(
+        tmp_path,
+        "site-b",
+        brokers={"bus": {"kind": "nats", "url": nats_server.url}},
+        accept=[{"id": "site-a", "token": "right-token"}],
+        ingress=[{"from": "bus", "topic": f"{tag}.>"}],
+        egress=[{"to": "bus", "topic": "#", "target": f"{tag}-out.{{1}}"}],
+    )
+    async with Node(b_cfg).serve() as b:
+        a_cfg = node_config(
+            tmp_path,
+            "site-a",
+            brokers={"bus": {"kind": "memory", "name": tag}},
+            peers=[
+                {"id": "site-b", "url": f"ws://127.0.0.1:{b.port}/mesh", "token": "wrong-token"}
+            ],
+            egress=[{"to": "bus", "topic": f"{tag}/#", "target": "out/{1}"}],
+        )
+        async with Node(a_cfg).serve() as a:
+            await wait_for(lambda: a.refusals.get("site-b"), what="the refusal")
+            # Give a wrongly admitted link every chance to exchange something.
+            await asyncio.sleep(0.5)
+            assert a.sessions == {} and b.sessions == {}
+            assert a.table.routes() == [r for r in a.table.routes() if r.next_hop is None]
+            assert b.table.routes() == [r for r in b.table.routes() if r.next_hop is None]
+            assert b.metrics.total("mesh_link_sent_events_total") == 0
+            assert a.metrics.total("mesh_link_received_events_total") == 0
+            assert a.peers()[0]["state"] == "refused"
+
+    reason = "wrong token for node 'site-a'"
+    acceptor = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "mesh.link" and r.getMessage().startswith("refused link from site-a")
+    ]
+    dialer = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "mesh.link" and r.getMessage().startswith("link site-b refused by the peer")
+    ]
+    assert acceptor and reason in acceptor[0]
+    assert dialer and reason in dialer[0]
+
+
+async def test_unknown_node_and_wrong_peer_identity_are_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="mesh")
+    b_cfg = node_config(tmp_path, "site-b", accept=[{"id": "site-a", "token": "t"}])
+    async with Node(b_cfg).serve() as b:
+        # site-c is not in site-b's accept list.
+        c_cfg = node_config(
+            tmp_path,
+            "site-c",
+            peers=[{"id": "site-b", "url": f"ws://127.0.0.1:{b.port}/mesh", "token": "t"}],
+        )
+        async with Node(c_cfg).serve() as c:
+            await wait_for(lambda: c.refusals.get("site-b"), what="the refusal")
+            assert "not allowed to connect" in c.refusals["site-b"]
+        # site-a dials site-b's address believing it is site-x: the dialer refuses.
+        a_cfg = node_config(
+            tmp_path,
+            "site-a",
+            peers=[{"id": "site-x", "url": f"ws://127.0.0.1:{b.port}/mesh", "token": "t"}],
+        )
+        async with Node(a_cfg).serve() as a:
+            await wait_for(lambda: a.refusals.get("site-x"), what="the identity refusal")
+            assert "is 'site-b', not 'site-x'" in a.refusals["site-x"]
