@@ -1,0 +1,1 @@
+"""Small demo services; each talks only to its own site's local broker."""
