@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from mesh.testing import Mosquitto, NatsServer
+from tests.shared import SHARED_DIR
 
 
 @pytest.fixture
@@ -48,8 +49,8 @@ def nats_server_b(tmp_path: Path) -> Iterator[NatsServer]:
 
 @pytest.fixture
 def shared_dir() -> Path:
-    """../shared, where conformance suites and schemas live (never copied here)."""
-    path = Path(__file__).resolve().parents[1].parent / "shared"
+    """../shared (or $MESH_SHARED_DIR): conformance suites and schemas, never copied here."""
+    path = SHARED_DIR
     if not path.is_dir():
         pytest.fail(f"{path} is missing: the conformance data must sit beside the project")
     return path

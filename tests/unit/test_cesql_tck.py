@@ -8,7 +8,6 @@ error kind first and return the TCK's (fail-fast) value.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,8 +16,9 @@ import yaml
 from mesh.cesql import ErrorKind, compile
 from mesh.errors import CesqlError
 from mesh.event import AttrValue, validate_attributes
+from tests.shared import SHARED_DIR
 
-TCK_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "conformance" / "cesql_tck"
+TCK_DIR = SHARED_DIR / "conformance" / "cesql_tck"
 
 # The snapshot documented in ../shared/conformance/README.md (cesql@v1.0.0).
 EXPECTED_FILES = 18
