@@ -49,7 +49,14 @@ class HttpBridge:
         if self._session is None:
             return PublishError(self.name, "not connected")
         try:
-            async with self._session.post(m.topic, data=m.payload, headers=dict(m.headers)) as resp:
+            # No Content-Type unless the event has one: aiohttp would add
+            # application/octet-stream, which is not the event's datacontenttype.
+            async with self._session.post(
+                m.topic,
+                data=m.payload,
+                headers=dict(m.headers),
+                skip_auto_headers=("Content-Type",),
+            ) as resp:
                 await resp.read()
                 if 200 <= resp.status < 300:
                     return None

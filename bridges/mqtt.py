@@ -39,6 +39,8 @@ __all__ = ["MqttBridge"]
 
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 10.0
+PUBLISH_TIMEOUT = 30.0
+_NOTHING: Any = object()
 
 
 class _Lost:
@@ -237,29 +239,39 @@ class MqttBridge:
                     props.ContentType = m.content_type
                 if m.user_properties:
                     props.UserProperty = list(m.user_properties)
+            # paho calls on_publish while holding its own mutex, and on_publish takes
+            # self._lock: never hold self._lock around a paho call (lock order).
             try:
-                with self._lock:
-                    info = c.publish(
-                        m.topic, m.payload, qos=m.qos, retain=m.retain, properties=props
-                    )
-                    if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                        fut.set_result(
-                            PublishError(self.name, f"publish failed: {mqtt.error_string(info.rc)}")
-                        )
-                        continue
-                    if m.qos == 0:
-                        self._early.pop(info.mid, None)
-                        fut.set_result(None)
-                        continue
-                    if info.mid in self._early:
-                        fut.set_result(self._early.pop(info.mid))
-                    else:
-                        self._pending[info.mid] = fut
+                info = c.publish(m.topic, m.payload, qos=m.qos, retain=m.retain, properties=props)
             except (ValueError, TypeError) as exc:  # invalid topic, payload too large
                 fut.set_result(
                     PublishError(self.name, f"cannot publish to {m.topic!r}: {exc}", permanent=True)
                 )
-        return list(await asyncio.gather(*futures))
+                continue
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                fut.set_result(
+                    PublishError(self.name, f"publish failed: {mqtt.error_string(info.rc)}")
+                )
+                continue
+            with self._lock:
+                early = self._early.pop(info.mid, _NOTHING)
+                if m.qos == 0:
+                    fut.set_result(None)
+                elif early is not _NOTHING:
+                    fut.set_result(early)
+                else:
+                    self._pending[info.mid] = fut
+        waiting: set[asyncio.Future[PublishError | None]] = set()
+        if futures:
+            _done, waiting = await asyncio.wait(futures, timeout=PUBLISH_TIMEOUT)
+        if waiting:
+            with self._lock:
+                for mid, fut in list(self._pending.items()):
+                    if fut in waiting:
+                        del self._pending[mid]
+            for fut in waiting:
+                fut.set_result(PublishError(self.name, f"no PUBACK within {PUBLISH_TIMEOUT}s"))
+        return [f.result() for f in futures]
 
     async def close(self) -> None:
         c = self._client

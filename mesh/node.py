@@ -174,6 +174,12 @@ class Node:
         for s in list(self.sessions.values()):
             await s.close()
 
+    async def ready(self, timeout: float = 10.0) -> None:
+        """Wait until every broker is connected and subscribed."""
+        async with asyncio.timeout(timeout):
+            for event in self._ready.values():
+                await event.wait()
+
     def _refused(self, peer: str, reason: str) -> None:
         self.refusals[peer] = reason
 

@@ -74,6 +74,8 @@ async def test_mqtt_at_a_reaches_nats_at_b_and_http_at_b_reaches_mqtt_at_a(
             nc = await nats.connect(nats_server.url)
             await nc.subscribe(f"{tag}.telemetry.site-a.>", cb=on_msg)
             await nc.flush()
+            await a.ready()
+            await b.ready()
             # Both sides know each other's interests before traffic starts.
             await wait_for(
                 lambda: any(r.next_hop == "site-b" for r in a.table.routes()),
