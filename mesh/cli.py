@@ -49,15 +49,30 @@ def _print_errors(exc: ConfigErrors) -> None:
         print(f"  {e}", file=sys.stderr)
 
 
-async def _run(config: MeshConfig) -> None:
+async def _run(config: MeshConfig, source: str) -> None:
     from mesh.node import Node
 
     stop = asyncio.Event()
+    hup = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with Node(config).serve():
-        await stop.wait()
+    loop.add_signal_handler(signal.SIGHUP, hup.set)
+    async with Node(config, source=source).serve() as node:
+        while not stop.is_set():
+            waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(hup.wait())]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for w in waiters:
+                w.cancel()
+            if hup.is_set() and not stop.is_set():
+                hup.clear()
+                log.info("SIGHUP: reloading %s", source)
+                try:
+                    await node.reload_from_source()
+                except ConfigErrors as exc:
+                    log.error("reload refused, keeping the running configuration: %s", exc)
+                except MeshError as exc:
+                    log.error("reload failed: %s", exc)
         log.info("stopping")
 
 
@@ -69,7 +84,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     _configure_logging(args.log_level)
     try:
-        asyncio.run(_run(config))
+        asyncio.run(_run(config, args.file))
     except MeshError as exc:
         log.error("%s", exc)
         return EXIT_FAILURE
@@ -97,6 +112,23 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     print(json.dumps(json_schema(), indent=2))
+    return EXIT_OK
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    url = _admin_url(args) + "/api/reload"
+    req = urllib.request.Request(url, method="POST", data=b"")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            data = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        body = json.loads(exc.read() or b"{}")
+        print(f"reload refused: {body.get('detail', exc)}", file=sys.stderr)
+        return EXIT_INVALID if exc.code == 400 else EXIT_FAILURE
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"cannot reach {url}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"node {data['node']}: reloaded ({data['egress']} egress, {data['peers']} peers)")
     return EXIT_OK
 
 
@@ -182,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, fn, text in (
         ("routes", cmd_routes, "show a node's routing table"),
         ("peers", cmd_peers, "show a node's peer links"),
+        ("reload", cmd_reload, "make a running node re-read its file"),
     ):
         q = sub.add_parser(name, help=text)
         q.add_argument("-c", "--config", help="the node's configuration file")

@@ -52,6 +52,8 @@ class EgressRule:
         self.separator = "." if self.kind == "nats" else "/"
         self.policy = cfg.retry
         self.name = f"egress[{index}]"
+        # What a running worker depends on; a change restarts it (see Node.reload).
+        self.settings = (cfg.model_dump(), broker.model_dump())
 
     def encode(self, env: Envelope) -> Message:
         """Render the target and encode the event; raises TemplateError or EventError."""

@@ -48,6 +48,7 @@ _STRING_ONLY = frozenset({"time", "datacontenttype"})
 _KNOWN_NAMES: set[str] = {*REQUIRED_ATTRIBUTES, "datacontenttype", "dataschema", "subject", "time"}
 # Control characters C0 and C1 are not allowed in CloudEvents strings.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_ASCII_CONTROL_TO_NUL = bytes(0 if c < 0x20 or c == 0x7F else c for c in range(256))
 
 
 class Event:
@@ -59,7 +60,6 @@ class Event:
         self,
         attrs: dict[str, AttrValue],
         data: bytes | None = None,
-        *,
         json_implied: bool = False,
     ) -> None:
         self.attrs = attrs
@@ -142,7 +142,11 @@ def valid_names(names: Iterable[str]) -> bool:
 
 
 def validate_attributes(
-    attrs: Mapping[str, Any], *, names_ok: bool = False, joined: str | None = None
+    attrs: Mapping[str, Any],
+    *,
+    names_ok: bool = False,
+    joined: str | None = None,
+    c0_free: bool = False,
 ) -> None:
     """Check the CloudEvents v1.0 rules a gateway must enforce; raise InvalidEvent.
 
@@ -150,21 +154,40 @@ def validate_attributes(
     ``specversion`` 1.0, names known to be valid (``names_ok`` when the
     caller checked them with :func:`valid_names`, else names seen before),
     only non-empty printable strings. ``joined`` is ``"".join(values)`` when
-    the caller has it. Everything else takes the full check, which gives the
-    exact reason.
+    the caller has it; ``c0_free`` says the caller knows that no value holds
+    a C0 control character (U+0000..U+001F), as a JSON document without any
+    backslash guarantees. Everything else takes the full check, which gives
+    the exact reason.
     """
-    values = attrs.values()
     if attrs.get("specversion") == "1.0" and (
-        names_ok or _REQUIRED_SET <= attrs.keys() <= _KNOWN_NAMES
+        names_ok
+        or (
+            _KNOWN_NAMES.issuperset(attrs)
+            and "id" in attrs
+            and "source" in attrs
+            and "type" in attrs
+        )
     ):
-        if joined is None:
-            try:
-                joined = "".join(values)
-            except TypeError:
-                joined = "\x00"  # not all strings: not for the fast path
-        # isprintable() excludes control characters and lone surrogates.
-        if joined.isprintable() and "" not in values:
-            return
+        values = attrs.values()
+        try:
+            if joined is None:
+                joined = "".join(values)  # TypeError unless all values are strings
+        except TypeError:
+            pass  # the full check below says which one is not
+        else:
+            if joined.isascii():
+                # Printable ASCII: no C0 control and no DEL.  Mapping those to
+                # NUL and looking for one is twice as fast as str.isprintable,
+                # which looks every character up in the Unicode database.
+                if c0_free:
+                    printable = "\x7f" not in joined
+                else:
+                    printable = 0 not in joined.encode("ascii").translate(_ASCII_CONTROL_TO_NUL)
+            else:
+                # isprintable() excludes control characters and lone surrogates.
+                printable = joined.isprintable()
+            if printable and all(values):  # all are strings: all() means none is empty
+                return
     _validate_fully(attrs)
     if len(_KNOWN_NAMES) < 4096:
         _KNOWN_NAMES.update(attrs.keys())

@@ -20,17 +20,18 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from aiohttp import web
 
 from mesh.backoff import Backoff
 from mesh.bridge import Bridge, BridgeFactory, Subscribe, load_bridge_classes
-from mesh.config import MeshConfig
+from mesh.config import MeshConfig, Peer, load_config
 from mesh.dedup import Dedup
 from mesh.egress import EgressRule, EgressWorker
-from mesh.errors import BridgeError, MeshError
+from mesh.errors import BridgeError, ConfigError, ConfigErrors, MeshError
+from mesh.filters import canonical
 from mesh.ingress import Ingress
 from mesh.lifecycle import Drain
 from mesh.link import LinkSession, dial_forever
@@ -55,8 +56,10 @@ class Node:
         *,
         bridges: dict[str, BridgeFactory] | None = None,
         drain_timeout: float = 5.0,
+        source: str | None = None,
     ) -> None:
         self.config = config
+        self.source = source  # the file the configuration came from, for reloads
         self.node_id = config.node.id
         self.region = config.node.region
         self.limits = config.limits
@@ -69,7 +72,7 @@ class Node:
             self.node_id, self.table, self.outboxes, self.metrics, Dedup(config.limits.dedup_window)
         )
         self.ingress = Ingress(config, self.router, self.metrics)
-        self.egress = [EgressRule(i, r, config) for i, r in enumerate(config.egress)]
+        self.egress: list[EgressRule] = []
         self.sessions: dict[str, LinkSession] = {}
         self.dialing: set[str] = set()
         self.refusals: dict[str, str] = {}
@@ -81,6 +84,10 @@ class Node:
         self._ready: dict[str, asyncio.Event] = {}
         self._stopping = asyncio.Event()
         self._drain = Drain()
+        self._tg: asyncio.TaskGroup | None = None
+        self._bridge_tasks: dict[str, asyncio.Task[None]] = {}
+        self._egress_tasks: dict[str, tuple[EgressRule, asyncio.Task[None]]] = {}
+        self._dial_tasks: dict[str, tuple[Peer, asyncio.Task[None]]] = {}
         self.metrics.gauge(
             "mesh_outbox_depth",
             lambda: {(("outbox", ob.name),): ob.depth for ob in self.outboxes.all()},
@@ -99,18 +106,10 @@ class Node:
 
     @contextlib.asynccontextmanager
     async def serve(self) -> AsyncIterator[Node]:
-        factories = self._factories if self._factories is not None else load_bridge_classes()
-        for name, b in self.config.brokers.items():
-            if b.kind not in factories:
-                raise MeshError(f"brokers.{name}: no bridge installed for kind {b.kind!r}")
+        self._check_bridges(self.config)
         await self.store.open()
         runner: web.AppRunner | None = None
         try:
-            for rule in self.egress:
-                self.router.egress_boxes[rule.index] = await self.outboxes.get(
-                    f"egress:{rule.index}:{rule.broker}:{rule.pattern.text}"
-                )
-            self.table.set_local({r.index: (r.pattern.text, r.filter) for r in self.egress})
             runner = web.AppRunner(
                 build_app(self), handle_signals=False, shutdown_timeout=2.0, access_log=None
             )
@@ -123,35 +122,12 @@ class Node:
             self.started = time.time()
             log.info("node %s listening on %s:%d", self.node_id, self.config.node.host, self.port)
             async with asyncio.TaskGroup() as tg:
-                tasks: list[asyncio.Task[None]] = []
-                for name in self.config.brokers:
-                    self._ready[name] = asyncio.Event()
-                    tasks.append(
-                        tg.create_task(
-                            self._supervise_bridge(name, factories), name=f"bridge[{name}]"
-                        )
-                    )
-                others: list[asyncio.Task[None]] = []
-                for rule in self.egress:
-                    worker = EgressWorker(
-                        rule,
-                        self.router.egress_boxes[rule.index],
-                        self._bridge_getter(rule.broker),
-                        self.metrics,
-                        drain=self._drain,
-                    )
-                    others.append(tg.create_task(worker.run(), name=rule.name))
-                for peer in self.config.peers:
-                    others.append(
-                        tg.create_task(
-                            dial_forever(self, peer, functools.partial(self._refused, peer.id)),
-                            name=f"link[{peer.id}]",
-                        )
-                    )
+                self._tg = tg
+                await self._apply(self.config)
                 try:
                     yield self
                 finally:
-                    await self._shutdown(tasks, others)
+                    await self._shutdown()
         finally:
             for bridge in list(self._bridges.values()):
                 with contextlib.suppress(Exception):
@@ -161,15 +137,128 @@ class Node:
             await self.store.close()
             log.info("node %s stopped", self.node_id)
 
-    async def _shutdown(
-        self, ingress: list[asyncio.Task[None]], others: list[asyncio.Task[None]]
-    ) -> None:
+    def _check_bridges(self, config: MeshConfig) -> None:
+        if self._factories is None:
+            self._factories = load_bridge_classes()
+        for name, b in config.brokers.items():
+            if b.kind not in self._factories:
+                raise MeshError(f"brokers.{name}: no bridge installed for kind {b.kind!r}")
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        assert self._tg is not None, "the node is not serving"
+        return self._tg.create_task(coro, name=name)
+
+    async def _apply(self, config: MeshConfig) -> None:
+        """Bring tasks, outboxes and the routing table in line with ``config``."""
+        old = self.config
+        self.config = config
+        self.limits = config.limits
+        self.accept = list(config.accept)
+        self.ingress = Ingress(config, self.router, self.metrics)
+        # Brokers: restart supervisors whose settings or subscriptions changed.
+        for name in list(self._bridge_tasks):
+            if name not in config.brokers or (
+                old.brokers[name] != config.brokers[name]
+                or _subscriptions(old, name) != _subscriptions(config, name)
+            ):
+                await self._stop_task(self._bridge_tasks.pop(name))
+        for name in list(self._ready):
+            if name not in config.brokers:
+                del self._ready[name]
+        for name in config.brokers:
+            if name not in self._bridge_tasks:
+                self._ready.setdefault(name, asyncio.Event()).clear()
+                self._bridge_tasks[name] = self._spawn(
+                    self._supervise_bridge(name), name=f"bridge[{name}]"
+                )
+        # Egress: one outbox per subscription, kept while the subscription exists.
+        rules = [EgressRule(i, r, config) for i, r in enumerate(config.egress)]
+        wanted = dict(zip(_egress_keys(rules), rules, strict=True))
+        for key in list(self._egress_tasks):
+            rule, task = self._egress_tasks[key]
+            if key not in wanted or wanted[key].settings != rule.settings:
+                await self._stop_task(task)
+                del self._egress_tasks[key]
+                if key not in wanted:
+                    await self._drop_outbox(key, "egress subscription removed")
+        egress_boxes = {}
+        for key, rule in wanted.items():
+            box = await self.outboxes.get(key)
+            egress_boxes[rule.index] = box
+            if key in self._egress_tasks:
+                self._egress_tasks[key][0].index = rule.index
+                continue
+            worker = EgressWorker(
+                rule, box, self._bridge_getter(rule.broker), self.metrics, drain=self._drain
+            )
+            self._egress_tasks[key] = (rule, self._spawn(worker.run(), name=rule.name))
+        self.router.egress_boxes = egress_boxes
+        self.egress = rules
+        self.table.set_local({r.index: (r.pattern.text, r.filter) for r in rules})
+        # Peers: dial new ones, redial changed ones, forget removed ones.
+        peers = {p.id: p for p in config.peers}
+        for pid in list(self._dial_tasks):
+            peer, task = self._dial_tasks[pid]
+            if peers.get(pid) != peer:
+                await self._stop_task(task)
+                del self._dial_tasks[pid]
+                session = self.sessions.get(pid)
+                if session is not None:
+                    await session.close()
+                if pid not in peers:
+                    self.table.forget_peer(pid)
+        for pid, peer in peers.items():
+            if pid not in self._dial_tasks:
+                task = self._spawn(
+                    dial_forever(self, peer, functools.partial(self._refused, pid)),
+                    name=f"link[{pid}]",
+                )
+                self._dial_tasks[pid] = (peer, task)
+        # Accepted links that are no longer allowed are closed.
+        for pid, session in list(self.sessions.items()):
+            if not session.dialed and not any(a.id in (pid, "*") for a in self.accept):
+                await session.close()
+                self.table.forget_peer(pid)
+        self.routes_changed()
+
+    async def reload(self, config: MeshConfig) -> None:
+        """Apply a changed configuration without dropping unaffected links or brokers."""
+        for key in ("id", "listen", "data_dir"):
+            if getattr(config.node, key) != getattr(self.config.node, key):
+                err = ConfigError(f"node.{key}", "cannot change while running", "restart the node")
+                raise ConfigErrors("reload", [err])
+        self._check_bridges(config)
+        await self._apply(config)
+        log.info("configuration reloaded", extra={"node": self.node_id})
+
+    async def reload_from_source(self) -> None:
+        """Re-read the configuration file and apply it (SIGHUP, ``mesh reload``)."""
+        if self.source is None:
+            raise MeshError("this node was not started from a file; nothing to reload")
+        await self.reload(await asyncio.to_thread(load_config, self.source))
+
+    async def _stop_task(self, task: asyncio.Task[None]) -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def _drop_outbox(self, name: str, reason: str) -> None:
+        box = await self.outboxes.get(name)
+        if box.depth:
+            log.warning("%s: dropping %d queued events: %s", name, box.depth, reason)
+            self.metrics.inc("mesh_dead_letters_total", box.depth, reason=reason)
+        await self.outboxes.remove(name)
+
+    async def _shutdown(self) -> None:
         self._stopping.set()
         if not await self._drain.idle(self.drain_timeout):
             log.warning(
                 "shutdown: work still in progress after %.1fs; cancelling", self.drain_timeout
             )
-        for t in ingress + others:
+        tasks = list(self._bridge_tasks.values())
+        tasks += [t for _rule, t in self._egress_tasks.values()]
+        tasks += [t for _peer, t in self._dial_tasks.values()]
+        for t in tasks:
             t.cancel()
         for s in list(self.sessions.values()):
             await s.close()
@@ -200,13 +289,14 @@ class Node:
 
         return get
 
-    async def _supervise_bridge(self, name: str, factories: dict[str, BridgeFactory]) -> None:
+    async def _supervise_bridge(self, name: str) -> None:
+        assert self._factories is not None
         cfg = self.config.brokers[name]
-        subs = [Subscribe(r.topic, r.qos, r.queue_group) for r in self.ingress.rules_for(name)]
+        subs = _subscriptions(self.config, name)
         backoff = Backoff(0.2, 10.0)
         failures = 0
         while not self._stopping.is_set():
-            bridge = factories[cfg.kind](name, cfg, self.node_id)
+            bridge = self._factories[cfg.kind](name, cfg, self.node_id)
             try:
                 await bridge.connect(subs)
             except BridgeError as exc:
@@ -279,12 +369,28 @@ class Node:
                 for n in self.config.brokers
             },
             "peers": self.peers(),
+            "interests_looped": self.table.looped,
             "outboxes": [
                 {"name": ob.name, "depth": ob.depth, "bytes": ob.bytes}
                 for ob in self.outboxes.all()
             ],
             "metrics": self.metrics.snapshot(),
         }
+
+
+def _subscriptions(config: MeshConfig, broker: str) -> list[Subscribe]:
+    return [Subscribe(r.topic, r.qos, r.queue_group) for r in config.ingress if r.from_ == broker]
+
+
+def _egress_keys(rules: list[EgressRule]) -> list[str]:
+    """Stable outbox names: the subscription (broker, pattern, filter), numbered if repeated."""
+    seen: dict[str, int] = {}
+    keys = []
+    for r in rules:
+        base = f"egress:{r.broker}:{r.pattern.text}:{canonical(r.filter) if r.filter else ''}"
+        n = seen[base] = seen.get(base, 0) + 1
+        keys.append(base if n == 1 else f"{base}#{n}")
+    return keys
 
 
 def _bound_port(runner: web.AppRunner, configured: int) -> int:

@@ -134,6 +134,12 @@ class Outboxes:
                 ob = self._boxes.setdefault(name, ob)
         return ob
 
+    async def remove(self, name: str) -> None:
+        """Delete an outbox and everything in it."""
+        ob = await self.get(name)
+        await self.store.delete_box(ob.box)
+        del self._boxes[name]
+
     def all(self) -> list[Outbox]:
         return list(self._boxes.values())
 

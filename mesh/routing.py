@@ -39,12 +39,18 @@ def subscription_key(pattern: str, filter_spec: Any) -> SubKey:
 
 @dataclass(frozen=True, slots=True)
 class Interest:
-    """A subscription as advertised between nodes."""
+    """A subscription as advertised between nodes.
+
+    ``up`` is false when the advertiser can reach the origin only over a link
+    that is down: the route still works (events queue durably until the link
+    returns) but any path that is up is preferred.
+    """
 
     origin: str
     pattern: str
     filter: Any
     path: tuple[str, ...]
+    up: bool = True
 
     @property
     def key(self) -> SubKey:
@@ -56,6 +62,7 @@ class Interest:
             "pattern": self.pattern,
             "filter": self.filter,
             "path": list(self.path),
+            "up": self.up,
         }
 
     @classmethod
@@ -65,6 +72,7 @@ class Interest:
             str(obj["pattern"]),
             obj.get("filter"),
             tuple(str(p) for p in obj["path"]),
+            bool(obj.get("up", True)),
         )
 
 
@@ -87,7 +95,7 @@ class RouteInfo:
     next_hop: str | None
     path: tuple[str, ...]
     since: float
-    link_up: bool
+    reachable: bool  # over links that are up all the way
 
 
 class _Entry:
@@ -195,6 +203,7 @@ class RoutingTable:
         self._up: dict[str, bool] = {}
         self._routes: dict[tuple[str, SubKey], _Route] = {}
         self.version = 0  # bumped on every change that may alter advertisements
+        self.looped = 0  # interests received whose path already contained this node
 
     # -- local subscriptions -------------------------------------------------------
 
@@ -255,7 +264,10 @@ class RoutingTable:
         self._reselect(set(old))
 
     def _acceptable(self, i: Interest) -> bool:
-        return self.self_id not in i.path and i.origin != self.self_id
+        if self.self_id in i.path or i.origin == self.self_id:
+            self.looped += 1
+            return False
+        return True
 
     def _keys_learned(self, peer: str) -> set[tuple[str, SubKey]]:
         return set(self._learned.get(peer, {}))
@@ -274,7 +286,8 @@ class RoutingTable:
                 i = table.get(k)
                 if i is None:
                     continue
-                rank = (0 if self._up.get(peer, False) else 1, len(i.path), peer)
+                reachable = i.up and self._up.get(peer, False)
+                rank = (0 if reachable else 1, len(i.path), peer)
                 if best is None or rank < best:
                     best, best_interest = rank, i
             old = self._routes.get(k)
@@ -296,8 +309,15 @@ class RoutingTable:
 
     # -- advertisement -------------------------------------------------------------
 
+    def _reachable(self, r: _Route) -> bool:
+        return r.interest.up and self._up.get(r.next_hop, False)
+
     def advertised_to(self, peer: str) -> dict[tuple[str, SubKey], Interest]:
-        """What this node tells ``peer``: its own subscriptions and routes not via ``peer``."""
+        """What this node tells ``peer``: its own subscriptions and routes not via ``peer``.
+
+        A route over a link that is down is advertised with ``up=False``, so
+        the peer prefers any path that is up but can still queue through us.
+        """
         out: dict[tuple[str, SubKey], Interest] = {}
         for i in self.local_interests():
             out[(i.origin, i.key)] = i
@@ -305,7 +325,9 @@ class RoutingTable:
             if r.next_hop == peer or peer in r.interest.path:
                 continue
             i = r.interest
-            out[k] = Interest(i.origin, i.pattern, i.filter, (*i.path, self.self_id))
+            out[k] = Interest(
+                i.origin, i.pattern, i.filter, (*i.path, self.self_id), self._reachable(r)
+            )
         return out
 
     # -- matching ------------------------------------------------------------------
@@ -358,7 +380,7 @@ class RoutingTable:
                     r.next_hop,
                     i.path,
                     r.since,
-                    self._up.get(r.next_hop, False),
+                    self._reachable(r),
                 )
             )
         return out

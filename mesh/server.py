@@ -6,6 +6,7 @@
   is durable; ``400`` with an RFC 9457 problem body naming the fault; a batch
   with some bad events answers ``207`` listing accepted and rejected ones;
 - ``GET /api/health``, ``/api/stats``, ``/api/routes``, ``/api/peers`` — JSON;
+- ``POST /api/reload`` — re-read the configuration file (from loopback only);
 - ``GET /metrics`` — Prometheus text.
 """
 
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from mesh.errors import StoreError
+from mesh.errors import ConfigErrors, MeshError, StoreError
 from mesh.link import accept_link
 
 if TYPE_CHECKING:
@@ -126,11 +127,36 @@ async def _routes(request: web.Request) -> web.Response:
             "next_hop": r.next_hop,
             "path": list(r.path),
             "age": round(now - r.since, 3) if r.since else None,
-            "link_up": r.link_up,
+            "reachable": r.reachable,
         }
         for r in node.table.routes()
     ]
     return _json({"node": node.node_id, "routes": rows})
+
+
+async def _reload(request: web.Request) -> web.Response:
+    if not _is_loopback(request):
+        return problem(403, "Forbidden", "reload is only accepted from the node's own host")
+    node = request.app[NODE_KEY]
+    try:
+        await node.reload_from_source()
+    except ConfigErrors as exc:
+        return problem(400, "Invalid configuration", str(exc), errors=[str(e) for e in exc.errors])
+    except MeshError as exc:
+        return problem(409, "Cannot reload", str(exc))
+    return _json(
+        {
+            "node": node.node_id,
+            "reloaded": True,
+            "egress": len(node.egress),
+            "peers": len(node.config.peers),
+        }
+    )
+
+
+def _is_loopback(request: web.Request) -> bool:
+    remote = request.remote or ""
+    return remote in ("127.0.0.1", "::1") or remote.startswith("127.")
 
 
 async def _peers(request: web.Request) -> web.Response:
@@ -147,4 +173,5 @@ def build_app(node: Node) -> web.Application:
     app.router.add_get("/api/routes", _routes)
     app.router.add_get("/api/peers", _peers)
     app.router.add_get("/metrics", _metrics)
+    app.router.add_post("/api/reload", _reload)
     return app

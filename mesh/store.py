@@ -182,6 +182,12 @@ class Store:
 
         await self.call(op)
 
+    async def delete_box(self, box: int) -> None:
+        def op(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM outbox WHERE box=?", (box,))
+
+        await self.call(op)
+
     async def box_stats(self, box: int) -> tuple[int, int, int]:
         """(entries, bytes, lowest seq or 0) of one box."""
 

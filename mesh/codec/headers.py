@@ -209,14 +209,21 @@ def _make_plan(key: tuple[str, ...]) -> _HeaderPlan:
     )
 
 
-def _decode_values(plan: _HeaderPlan, headers: Mapping[str, str]) -> dict[str, AttrValue]:
-    """The ``ce-`` header values of a binary-mode message, percent-decoded, by attribute."""
+def _decode_values(
+    plan: _HeaderPlan, headers: Mapping[str, str]
+) -> tuple[dict[str, AttrValue], str | None]:
+    """The ``ce-`` header values of a binary-mode message, percent-decoded, by attribute.
+
+    Also returns ``"".join`` of the values when none needed decoding (else
+    None), for :func:`mesh.event.validate_attributes`.
+    """
     values = plan.values(headers)
     joined = "".join(values)
-    if "%" in joined or '"' in joined or not joined.isascii():
-        decoded = list(values)
-        for i, value in enumerate(decoded):
-            if "%" in value or '"' in value or not value.isascii():
-                decoded[i] = _decode_header(plan.headers[i], plan.attrs[i], value)
-        values = tuple(decoded)
-    return dict(zip(plan.attrs, values, strict=True))
+    # Equal lengths by construction; zip's strict= keyword alone costs 25% here.
+    if "%" not in joined and '"' not in joined and joined.isascii():
+        return dict(zip(plan.attrs, values)), joined  # noqa: B905
+    decoded = list(values)
+    for i, value in enumerate(decoded):
+        if "%" in value or '"' in value or not value.isascii():
+            decoded[i] = _decode_header(plan.headers[i], plan.attrs[i], value)
+    return dict(zip(plan.attrs, decoded)), None  # noqa: B905

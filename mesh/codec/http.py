@@ -69,10 +69,12 @@ def decode_http(headers: Mapping[str, str], body: bytes) -> tuple[Mode, list[Eve
         )
     if plan.duplicate is not None:
         raise InvalidEvent(f"header ce-{plan.duplicate} appears more than once", plan.duplicate)
-    attrs = _decode_values(plan, headers)
+    attrs, joined = _decode_values(plan, headers)
     if content_type is not None:
         attrs["datacontenttype"] = content_type
-    validate_attributes(attrs, names_ok=plan.names_ok)
+        if joined is not None:
+            joined += content_type
+    validate_attributes(attrs, names_ok=plan.names_ok, joined=joined)
     return Mode.BINARY, [Event(attrs, body or None)]
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Iterable
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import orjson
 
@@ -53,6 +53,7 @@ BATCH_CONTENT_TYPE: Final = "application/cloudevents-batch+json; charset=utf-8"
 _MISSING: Final[Any] = object()
 _OBJECT_START = re.compile(rb"[ \t\r\n]*\{")
 _SCALAR_TYPES: Final = frozenset({str, int, bool})
+_BACKSLASH: Final = ord("\\")  # an int: `int in bytes` is one memchr
 
 
 # --------------------------------------------------------------------------
@@ -114,7 +115,7 @@ def decode_structured(body: bytes) -> Event:
         raise InvalidEvent(f"structured event is not valid JSON: {exc}") from None
     if type(obj) is not dict:
         raise InvalidEvent(f"structured event must be a JSON object, not {_json_type(obj)}")
-    return _from_object(obj)
+    return _from_object(obj, _BACKSLASH not in body)
 
 
 def decode_batch(body: bytes) -> list[Event | InvalidEvent]:
@@ -130,6 +131,7 @@ def decode_batch(body: bytes) -> list[Event | InvalidEvent]:
         raise InvalidEvent(f"batch is not valid JSON: {exc}") from None
     if type(items) is not list:
         raise InvalidEvent(f"batch must be a JSON array, not {_json_type(items)}")
+    c0_free = _BACKSLASH not in body
     out: list[Event | InvalidEvent] = []
     for index, item in enumerate(items):
         if type(item) is not dict:
@@ -137,14 +139,19 @@ def decode_batch(body: bytes) -> list[Event | InvalidEvent]:
             out.append(InvalidEvent(reason))
             continue
         try:
-            out.append(_from_object(item))
+            out.append(_from_object(item, c0_free))
         except InvalidEvent as exc:
             out.append(InvalidEvent(f"batch element {index}: {exc.reason}", exc.attribute))
     return out
 
 
-def _from_object(obj: dict[str, Any]) -> Event:
-    """Build an Event from a parsed JSON object (consumed: it becomes ``attrs``)."""
+def _from_object(obj: dict[str, Any], c0_free: bool) -> Event:
+    """Build an Event from a parsed JSON object (consumed: it becomes ``attrs``).
+
+    ``c0_free``: the JSON text had no backslash.  JSON strings cannot hold
+    raw control characters (orjson rejects them), so then no string in
+    ``obj`` contains a C0 control character.
+    """
     data = obj.pop("data", _MISSING)
     data_base64 = obj.pop("data_base64", None)
     try:
@@ -152,8 +159,8 @@ def _from_object(obj: dict[str, Any]) -> Event:
     except TypeError:
         joined = None
         _check_member_types(obj)
-    attrs = cast("dict[str, AttrValue]", obj)
-    validate_attributes(attrs, joined=joined)
+    attrs: dict[str, AttrValue] = obj
+    validate_attributes(attrs, joined=joined, c0_free=c0_free)
 
     if data_base64 is not None:
         if data is not _MISSING:
@@ -167,13 +174,13 @@ def _from_object(obj: dict[str, Any]) -> Event:
         return Event(attrs, payload)
     if data is _MISSING:
         return Event(attrs, None)
-    ct = attrs.get("datacontenttype")
-    if not isinstance(ct, str) or _is_json(ct):
+    ct = attrs.get("datacontenttype")  # a str or None: validated above
+    if ct is None or _is_json(ct):  # type: ignore[arg-type]
         try:
             payload = orjson.dumps(data)
         except orjson.JSONEncodeError as exc:
             raise InvalidEvent(f"data cannot be re-encoded: {exc}") from None
-        return Event(attrs, payload, json_implied=ct is None)
+        return Event(attrs, payload, ct is None)
     if type(data) is str:
         return Event(attrs, data.encode("utf-8"))
     if data is None:
@@ -241,7 +248,7 @@ def _sniff_structured(payload: bytes) -> Event | None:
         return None
     if type(obj) is not dict or "specversion" not in obj:
         return None
-    return _from_object(obj)
+    return _from_object(obj, _BACKSLASH not in payload)
 
 
 # --------------------------------------------------------------------------

@@ -53,8 +53,8 @@ def decode_nats(payload: bytes, headers: Mapping[str, str] | None) -> Event | No
         return _sniff_structured(payload) if content_type is None else None
     if plan.duplicate is not None:
         raise InvalidEvent(f"header ce-{plan.duplicate} appears more than once", plan.duplicate)
-    attrs = _decode_values(plan, headers)
-    validate_attributes(attrs, names_ok=plan.names_ok)
+    attrs, joined = _decode_values(plan, headers)
+    validate_attributes(attrs, names_ok=plan.names_ok, joined=joined)
     return Event(attrs, payload or None)
 
 

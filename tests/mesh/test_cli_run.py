@@ -55,3 +55,42 @@ def test_mesh_run_rejects_an_invalid_file(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "egress[0].to: unknown broker 'nowhere'" in proc.stderr
+
+
+def test_sighup_reloads_and_a_broken_file_keeps_the_running_configuration(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    cfg = tmp_path / "node.yaml"
+    base = f"node: {{id: solo, listen: '127.0.0.1:{port}', data_dir: '{tmp_path / 'data'}'}}\n"
+    cfg.write_text(base)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mesh.cli", "run", str(cfg)], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=1):
+                    break
+            except OSError:
+                assert proc.poll() is None
+                assert time.monotonic() < deadline, "node did not come up"
+                time.sleep(0.05)
+        cfg.write_text(base + "accept: [{id: other, token: t}]\n")
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        cfg.write_text(base + "egress: [{to: nowhere, topic: a, target: b}]\n")
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2) as r:
+            assert r.status == 200
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "configuration reloaded" in err
+    assert "reload refused, keeping the running configuration" in err
+    assert "egress[0].to: unknown broker 'nowhere'" in err

@@ -86,6 +86,7 @@ def test_learned_interests_and_destination_sets() -> None:
             Interest("e", "x/#", None, ("e", "a", "c")),
         ],
     )  # path has us
+    assert t.looped == 2
     d = t.match(("x", "1"), EV)
     assert d.remote == {"b": {"b", "d"}}  # d via b: shortest path
     assert t.match(("x", "1"), EV, only=frozenset({"d"})).remote == {"b": {"d"}}
@@ -113,3 +114,32 @@ def test_incremental_updates_and_aggregation() -> None:
     t.update_learned("b", [], [("c", i2.key)])
     assert not t.match(("x", "y"), EV)
     assert t._trie.by_key == {}
+
+
+def test_a_down_link_is_a_fallback_and_advertised_as_unreachable() -> None:
+    # Ring: a reaches x directly via b, or the long way via d.
+    t = RoutingTable("a")
+    t.link_state("b", True)
+    t.link_state("d", True)
+    t.replace_learned("b", [Interest("x", "t/#", None, ("x", "b"))])
+    t.replace_learned("d", [Interest("x", "t/#", None, ("x", "c", "d"))])
+    assert t.match(("t", "1"), EV).remote == {"b": {"x"}}
+    t.link_state("b", False)
+    assert t.match(("t", "1"), EV).remote == {"d": {"x"}}  # rerouted
+    t.link_state("b", True)
+    assert t.match(("t", "1"), EV).remote == {"b": {"x"}}
+    # A neighbour that reports its own path as down is avoided too.
+    t.update_learned("b", [Interest("x", "t/#", None, ("x", "b"), up=False)], [])
+    assert t.match(("t", "1"), EV).remote == {"d": {"x"}}
+
+    # Line: the only path is down; events still queue towards it, and the
+    # route is advertised onwards as unreachable so others prefer any other.
+    line = RoutingTable("b")
+    line.link_state("c", True)
+    line.replace_learned("c", [Interest("c", "t/#", None, ("c",))])
+    key = ("c", ("t/#", ""))
+    assert line.advertised_to("a")[key].up is True
+    line.link_state("c", False)
+    assert line.match(("t", "1"), EV).remote == {"c": {"c"}}
+    assert line.advertised_to("a")[key].up is False
+    assert [r.reachable for r in line.routes()] == [False]
