@@ -166,22 +166,27 @@ class _Trie:
         node.entries.pop(key, None)
 
     def collect(self, levels: tuple[str, ...]) -> list[_Entry]:
+        """Entries whose pattern matches ``levels``: one breadth-first pass per level."""
         out: list[_Entry] = []
-        stack = [(self.root, 0)]
-        n = len(levels)
-        while stack:
-            node, i = stack.pop()
-            if node.hash:
+        frontier = [self.root]
+        for lvl in levels:
+            nxt = []
+            for node in frontier:
+                if node.hash:
+                    out.extend(node.hash.values())
+                child = node.children.get(lvl)
+                if child is not None:
+                    nxt.append(child)
+                if node.plus is not None:
+                    nxt.append(node.plus)
+            if not nxt:
+                return out
+            frontier = nxt
+        for node in frontier:
+            if node.hash:  # '#' also matches zero remaining levels
                 out.extend(node.hash.values())
-            if i == n:
-                if node.entries:
-                    out.extend(node.entries.values())
-                continue
-            child = node.children.get(levels[i])
-            if child is not None:
-                stack.append((child, i + 1))
-            if node.plus is not None:
-                stack.append((node.plus, i + 1))
+            if node.entries:
+                out.extend(node.entries.values())
         return out
 
 
@@ -343,25 +348,35 @@ class RoutingTable:
         ``only`` restricts remote destinations (and local delivery) to the
         destination set an upstream hop made this node responsible for.
         """
-        decision = Decision()
-        local_ok = only is None or self.self_id in only
-        for e in self._trie.collect(topic):
-            if (
-                only is not None
-                and not (local_ok and e.local)
-                and not any(o in only for o in e.remote)
-            ):
-                continue
-            if e.predicate is not None and not e.predicate(attrs):
-                continue
-            if local_ok and e.local:
-                decision.local.extend(e.local)
-            for origin, hop in e.remote.items():
-                if only is None or origin in only:
-                    decision.remote.setdefault(hop, set()).add(origin)
-        if len(decision.local) > 1:
-            decision.local = sorted(set(decision.local))
-        return decision
+        local: list[int] = []
+        remote: dict[str, set[str]] = {}
+        if only is None:
+            for e in self._trie.collect(topic):
+                if e.predicate is not None and not e.predicate(attrs):
+                    continue
+                if e.local:
+                    local.extend(e.local)
+                for origin, hop in e.remote.items():
+                    dests = remote.get(hop)
+                    if dests is None:
+                        remote[hop] = {origin}
+                    else:
+                        dests.add(origin)
+        else:
+            local_ok = self.self_id in only
+            for e in self._trie.collect(topic):
+                if not (local_ok and e.local) and not any(o in only for o in e.remote):
+                    continue
+                if e.predicate is not None and not e.predicate(attrs):
+                    continue
+                if local_ok and e.local:
+                    local.extend(e.local)
+                for origin, hop in e.remote.items():
+                    if origin in only:
+                        remote.setdefault(hop, set()).add(origin)
+        if len(local) > 1:
+            local = sorted(set(local))
+        return Decision(local, remote)
 
     # -- introspection -------------------------------------------------------------
 

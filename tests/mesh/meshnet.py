@@ -2,7 +2,7 @@
 
 Node ``n`` ingests CloudEvents published on its NATS at ``in.>`` (mesh topic
 ``in/...``) and delivers what it subscribed to on ``out.<origin>.<id>``. Links
-can go through :class:`tests.proxy.TcpProxy` so tests can cut them.
+can go through :class:`mesh.testing.TcpProxy` so tests can cut them.
 """
 
 from __future__ import annotations
@@ -24,9 +24,8 @@ from mesh.codec import Mode, encode_nats
 from mesh.config import MeshConfig
 from mesh.event import Event
 from mesh.node import Node
-from mesh.testing import NatsServer
+from mesh.testing import NatsServer, TcpProxy
 from tests.helpers import node_config, wait_for
-from tests.proxy import TcpProxy
 
 TOKEN = "mesh-net"
 

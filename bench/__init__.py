@@ -1,0 +1,1 @@
+"""Benchmarks of the gateway beside the native bridges; run ``python -m bench``."""
