@@ -1,13 +1,18 @@
-"""NATS bridge (nats-py), core NATS.
+"""NATS bridge (nats-py): core NATS, and JetStream when ``jetstream: true``.
 
-Thin by design: connect, subscribe (optionally in a queue group), hand over
-deliveries, publish, close. nats-py's own reconnect is off: the node's
-supervisor owns reconnects and backoff.
+Thin by design: connect, subscribe, hand over deliveries, publish, close.
+nats-py's own reconnect is off: the node's supervisor owns reconnects.
 
-Core NATS ingress is at-most-once: the server does not redeliver, so a
-message is acknowledged by nothing and is lost if the node is down. A
-publish is confirmed by a flush (a PING/PONG round trip after the batch):
-the server has received every message of the batch.
+Core NATS: ingress is at-most-once (the server does not redeliver, so a
+message in flight when the node stops is lost); a publish is confirmed by a
+flush (a PING/PONG round trip after the batch).
+
+JetStream: ingress pulls from a durable consumer per subscription and acks
+each message only when the node calls :meth:`Delivery.ack`, after the event
+is durable; unacknowledged messages are redelivered. Egress publishes with
+``Nats-Msg-Id`` = the event's (source, id), so the stream de-duplicates a
+re-publish after a crash, and a message counts as delivered only when its
+PubAck arrived.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import nats
 import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js.client import JetStreamContext
 
 from mesh.bridge import Delivery, Message, Subscribe
 from mesh.config import NatsBroker
@@ -32,6 +38,8 @@ __all__ = ["NatsBridge"]
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 5.0
 FLUSH_TIMEOUT = 10
+PUBLISH_TIMEOUT = 10.0
+FETCH_BATCH = 256
 
 
 class _Lost:
@@ -47,7 +55,10 @@ class NatsBridge:
         self.cfg = cfg
         self.node_id = node_id
         self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
         self._queue: asyncio.Queue[Delivery | _Lost] = asyncio.Queue()
+        self._pullers: list[asyncio.Task[None]] = []
+        self._taken = asyncio.Event()
 
     async def connect(self, subscriptions: Sequence[Subscribe]) -> None:
         opts: dict[str, Any] = {}
@@ -69,7 +80,7 @@ class NatsBridge:
                 log.debug("nats %s: %s", self.name, exc)
 
         try:
-            self._nc = await nats.connect(
+            self._nc = nc = await nats.connect(
                 self.cfg.url,
                 name=f"mesh-{self.node_id}-{self.name}",
                 allow_reconnect=False,
@@ -80,24 +91,52 @@ class NatsBridge:
                 error_cb=error,
                 **opts,
             )
-            for sub in subscriptions:
-                await self._nc.subscribe(
-                    sub.topic,
-                    queue=sub.queue_group or "",
-                    cb=self._on_msg,
-                    pending_msgs_limit=-1,
-                    pending_bytes_limit=-1,
-                )
-            await self._nc.flush(FLUSH_TIMEOUT)
+            if self.cfg.jetstream:
+                self._js = nc.jetstream()
+                for sub in subscriptions:
+                    psub = await self._js.pull_subscribe(sub.topic, durable=sub.durable)
+                    self._pullers.append(
+                        asyncio.create_task(self._pull(psub), name=f"nats[{self.name}].pull")
+                    )
+            else:
+                for sub in subscriptions:
+                    await nc.subscribe(
+                        sub.topic,
+                        queue=sub.queue_group or "",
+                        cb=self._on_msg,
+                        pending_msgs_limit=-1,
+                        pending_bytes_limit=-1,
+                    )
+            await nc.flush(FLUSH_TIMEOUT)
         except (OSError, TimeoutError, nats.errors.Error) as exc:
             raise BrokerUnavailable(
                 self.name, f"cannot connect to {self.cfg.url}: {exc or type(exc).__name__}"
             ) from exc
 
     async def _on_msg(self, msg: Msg) -> None:
+        self._queue.put_nowait(Delivery(self._message(msg)))
+
+    @staticmethod
+    def _message(msg: Msg) -> Message:
         headers = msg.headers or {}
         ct = next((v for k, v in headers.items() if k.lower() == "content-type"), None)
-        self._queue.put_nowait(Delivery(Message(msg.subject, msg.data, headers, ct)))
+        return Message(msg.subject, msg.data, headers, ct)
+
+    async def _pull(self, psub: JetStreamContext.PullSubscription) -> None:
+        """Fetch from a durable consumer whenever the node has taken the last batch."""
+        try:
+            while True:
+                try:
+                    msgs = await psub.fetch(FETCH_BATCH, timeout=5)
+                except TimeoutError:
+                    continue
+                for m in msgs:
+                    self._queue.put_nowait(Delivery(self._message(m), m.ack, m.nak))
+                # Fetch more only once the node has taken these (bounded in memory).
+                self._taken.clear()
+                await self._taken.wait()
+        except (nats.errors.Error, OSError) as exc:
+            self._queue.put_nowait(_Lost(f"JetStream fetch failed: {exc}"))
 
     async def receive(self, limit: int) -> list[Delivery]:
         first = await self._queue.get()
@@ -110,12 +149,16 @@ class NatsBridge:
                 self._queue.put_nowait(item)
                 break
             out.append(item)
+        if self._queue.empty():
+            self._taken.set()
         return out
 
     async def publish(self, messages: Sequence[Message]) -> list[PublishError | None]:
         nc = self._nc
         if nc is None or not nc.is_connected:
             return [PublishError(self.name, "not connected")] * len(messages)
+        if self._js is not None:
+            return await self._publish_js(self._js, messages)
         results: list[PublishError | None] = [None] * len(messages)
         try:
             for i, m in enumerate(messages):
@@ -131,7 +174,47 @@ class NatsBridge:
             return [r or err for r in results]
         return results
 
+    async def _publish_js(
+        self, js: JetStreamContext, messages: Sequence[Message]
+    ) -> list[PublishError | None]:
+        futures: list[asyncio.Future[Any] | PublishError] = []
+        for m in messages:
+            try:
+                futures.append(
+                    await js.publish_async(m.topic, m.payload, headers=dict(m.headers) or None)
+                )
+            except (nats.errors.BadSubjectError, nats.errors.MaxPayloadError) as exc:
+                futures.append(
+                    PublishError(self.name, f"cannot publish to {m.topic!r}: {exc}", permanent=True)
+                )
+            except (OSError, nats.errors.Error) as exc:
+                futures.append(PublishError(self.name, f"publish failed: {exc}"))
+        pending = [f for f in futures if isinstance(f, asyncio.Future)]
+        if pending:
+            await asyncio.wait(pending, timeout=PUBLISH_TIMEOUT)
+        results: list[PublishError | None] = []
+        for f in futures:
+            if isinstance(f, PublishError):
+                results.append(f)
+            elif not f.done():
+                f.cancel()
+                results.append(PublishError(self.name, "no JetStream ack in time"))
+            elif f.exception() is not None:
+                # Transient, even "no stream": the event waits in its outbox until a
+                # stream captures the subject, rather than being dead-lettered.
+                failure = f.exception()
+                reason = f"JetStream refused the publish: {failure or type(failure).__name__}"
+                results.append(PublishError(self.name, reason))
+            else:
+                results.append(None)
+        return results
+
     async def close(self) -> None:
+        for t in self._pullers:
+            t.cancel()
+        for t in self._pullers:
+            with contextlib.suppress(BaseException):
+                await t
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await self._nc.close()

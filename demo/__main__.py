@@ -31,6 +31,7 @@ from mesh.testing import Mosquitto, NatsServer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SITES = ("shop", "core", "warehouse")
+GRACE = 15.0  # seconds past --duration to let in-flight events land
 
 
 class Demo:
@@ -316,7 +317,11 @@ def main() -> int:
             say(demo.summary(elapsed))
             demo.check_alive()
             if args.duration and elapsed >= args.duration:
-                break
+                # Producers stopped at half time; give in-flight events a grace period.
+                if demo.done() or elapsed >= args.duration + GRACE:
+                    break
+                if elapsed < args.duration + 1:
+                    say(f"waiting up to {GRACE:.0f}s for events still in flight ...")
             for _ in range(10):
                 if stopping:
                     break

@@ -14,7 +14,7 @@ start-up.
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -55,32 +55,41 @@ class Subscribe:
     topic: str
     qos: int = 1
     queue_group: str | None = None
+    durable: str | None = None  # JetStream durable consumer
+
+
+Settle = Callable[[], Awaitable[None] | None]
 
 
 class Delivery:
-    """A received message whose acknowledgement the node controls."""
+    """A received message whose acknowledgement the node controls.
+
+    ``ack`` and ``nack`` callbacks may be plain functions (paho) or coroutine
+    functions (JetStream); either way the node awaits the result.
+    """
 
     __slots__ = ("_ack", "_nack", "message")
 
     def __init__(
-        self,
-        message: Message,
-        ack: Callable[[], None] | None = None,
-        nack: Callable[[], None] | None = None,
+        self, message: Message, ack: Settle | None = None, nack: Settle | None = None
     ) -> None:
         self.message = message
         self._ack = ack
         self._nack = nack
 
-    def ack(self) -> None:
+    async def ack(self) -> None:
         """The event is durable in the node: let the broker forget it."""
         if self._ack is not None:
-            self._ack()
+            result = self._ack()
+            if result is not None:
+                await result
 
-    def nack(self) -> None:
+    async def nack(self) -> None:
         """The node could not take the event: let the broker redeliver it if it can."""
         if self._nack is not None:
-            self._nack()
+            result = self._nack()
+            if result is not None:
+                await result
 
 
 @runtime_checkable

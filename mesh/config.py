@@ -30,8 +30,8 @@ from mesh.topics import Pattern, TopicError, to_mesh_pattern
 
 __all__ = [
     "AcceptPeer",
+    "Backoff",
     "Broker",
-    "DeliveryPolicy",
     "EgressRule",
     "EventTemplate",
     "HttpBroker",
@@ -42,7 +42,11 @@ __all__ = [
     "MqttBroker",
     "NatsBroker",
     "NodeSettings",
+    "OnError",
+    "OutboxSettings",
     "Peer",
+    "RetryPolicy",
+    "Storage",
     "json_schema",
     "load_config",
     "parse_config",
@@ -108,6 +112,12 @@ class MqttBroker(_Model):
 class NatsBroker(_Model):
     kind: Literal["nats"]
     url: str = Field("nats://127.0.0.1:4222", pattern=r"^(nats|tls)://")
+    jetstream: bool = Field(
+        False,
+        description="Ingress from durable JetStream consumers, acknowledged after the node "
+        "committed; egress published to JetStream with Nats-Msg-Id, confirmed by its ack. "
+        "Core NATS (false) is at-most-once at ingress",
+    )
     user: str | None = None
     password: str | None = None
     token: str | None = None
@@ -133,6 +143,7 @@ class Peer(_Model):
     id: Annotated[str, Field(pattern=NODE_ID)]
     url: str = Field(pattern=r"^wss?://")
     token: str = Field(min_length=1, description="Shared secret; both sides must agree")
+    outbox: OutboxSettings | None = Field(None, description="Default: the node's outbox")
 
 
 class AcceptPeer(_Model):
@@ -167,12 +178,48 @@ class IngressRule(_Model):
     queue_group: str | None = Field(
         None, description="NATS queue group / MQTT shared subscription group for replicas"
     )
+    durable: str | None = Field(
+        None,
+        description="JetStream durable consumer name (replicas sharing it share the work); "
+        "default: mesh-<node>-<hash of the topic>",
+    )
 
 
-class DeliveryPolicy(_Model):
-    max_attempts: int = Field(0, ge=0, description="0: retry forever")
-    backoff_initial: float = Field(0.2, gt=0)
-    backoff_max: float = Field(30.0, gt=0)
+class Backoff(_Model):
+    initial: float = Field(0.2, gt=0, description="Seconds before the first retry")
+    max: float = Field(30.0, gt=0, description="Longest delay between retries")
+
+
+class RetryPolicy(_Model):
+    max_attempts: int = Field(0, ge=0, description="Attempts per event; 0: no limit")
+    max_age: float = Field(
+        0, ge=0, description="Seconds since the first failed attempt; 0: no limit"
+    )
+    backoff: Backoff = Field(default_factory=Backoff)
+
+
+class OnError(_Model):
+    """What egress does when a publish fails."""
+
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    then: Literal["dead-letter", "discard", "pause"] = Field(
+        "dead-letter",
+        description="After the retries, or at once for a permanent failure (a webhook "
+        "answering 4xx other than 408/429): dead-letter the event, discard it (counted), "
+        "or pause this egress until it is resumed",
+    )
+
+
+class OutboxSettings(_Model):
+    """Bounds of an outbox and what happens when a new event does not fit."""
+
+    max_bytes: int = Field(1 << 30, ge=0, description="0: unbounded")
+    max_age: float = Field(0, ge=0, description="Seconds an event may wait; 0: forever")
+    overflow: Literal["block", "drop-oldest", "reject-new"] = Field(
+        "block",
+        description="block: stop accepting (ingress stops acknowledging, HTTP answers 503); "
+        "drop-oldest / reject-new: dead-letter the oldest queued / the new event",
+    )
 
 
 class EgressRule(_Model):
@@ -185,7 +232,8 @@ class EgressRule(_Model):
     mode: Literal["binary", "structured", "data"] = "binary"
     qos: Literal[0, 1] = 1
     retain: bool = False
-    retry: DeliveryPolicy = Field(default_factory=DeliveryPolicy)
+    on_error: OnError = Field(default_factory=OnError)
+    outbox: OutboxSettings | None = Field(None, description="Default: the node's outbox")
 
 
 class Limits(_Model):
@@ -194,7 +242,20 @@ class Limits(_Model):
     )
     batch_size: int = Field(256, ge=1, description="Events per peer-link batch")
     link_credit: int = Field(4096, ge=1, description="Events a peer may have in flight to us")
-    dedup_window: int = Field(100_000, ge=0, description="(source, id) pairs remembered")
+    dedup_window: int = Field(
+        1_000_000, ge=0, description="(source, id) pairs remembered for duplicate detection"
+    )
+    dedup_max_age: float = Field(
+        7 * 86400, ge=0, description="Seconds a (source, id) pair is remembered; 0: no limit"
+    )
+
+
+class Storage(_Model):
+    sync: Literal["normal", "full"] = Field(
+        "normal",
+        description="normal: commits survive a crash of the process; full: also of the "
+        "operating system (an fsync per group commit)",
+    )
 
 
 class MeshConfig(BaseSettings):
@@ -216,6 +277,10 @@ class MeshConfig(BaseSettings):
     ingress: list[IngressRule] = Field(default_factory=list)
     egress: list[EgressRule] = Field(default_factory=list)
     limits: Limits = Field(default_factory=Limits)
+    outbox: OutboxSettings = Field(
+        default_factory=OutboxSettings, description="Default bounds of every outbox"
+    )
+    storage: Storage = Field(default_factory=Storage)
 
     @classmethod
     def settings_customise_sources(

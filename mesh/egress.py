@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
@@ -50,7 +51,8 @@ class EgressRule:
         self.qos = cfg.qos
         self.retain = cfg.retain
         self.separator = "." if self.kind == "nats" else "/"
-        self.policy = cfg.retry
+        self.jetstream = broker.kind == "nats" and broker.jetstream
+        self.on_error = cfg.on_error
         self.name = f"egress[{index}]"
         # What a running worker depends on; a change restarts it (see Node.reload).
         self.settings = (cfg.model_dump(), broker.model_dump())
@@ -84,9 +86,14 @@ class EgressRule:
                 retain=self.retain,
             )
         if self.kind == "nats":
+            headers: dict[str, str]
             if self.mode == "data":
-                return Message(target, ev.data or b"")
-            payload, headers = encode_nats(ev, Mode(self.mode))
+                payload, headers = ev.data or b"", {}
+            else:
+                payload, headers = encode_nats(ev, Mode(self.mode))
+            if self.jetstream:
+                # JetStream drops a re-publish of the same event within its window.
+                headers["Nats-Msg-Id"] = f"{ev.attrs['source']} {ev.attrs['id']}"
             return Message(target, payload, headers=headers)
         if self.mode == "data":
             ct = ev.content_type
@@ -98,7 +105,14 @@ class EgressRule:
 
 
 class EgressWorker:
-    """Moves one egress rule's outbox to its broker, acknowledging only confirmed events."""
+    """Moves one egress rule's outbox to its broker, acknowledging only confirmed events.
+
+    Failures follow the rule's ``on_error`` policy: transient ones are retried
+    with exponential backoff and jitter (or the broker's Retry-After) until
+    ``max_attempts`` or ``max_age`` is reached; then, or at once for a
+    permanent failure, the event is dead-lettered, discarded (counted), or the
+    worker pauses with the event at the head of its outbox until resumed.
+    """
 
     def __init__(
         self,
@@ -116,18 +130,17 @@ class EgressWorker:
         self.metrics = metrics
         self.batch = batch
         self.drain = drain or Drain()
-        self.backoff = Backoff(rule.policy.backoff_initial, rule.policy.backoff_max)
-        self.attempts: dict[int, int] = {}
+        retry = rule.on_error.retry
+        self.backoff = Backoff(retry.backoff.initial, retry.backoff.max)
+        self.failures: dict[int, tuple[int, float]] = {}  # seq -> (attempts, first failure)
+        self.paused: str | None = None
+        self._resume = asyncio.Event()
 
-    def dead_letter(self, seq: int, reason: str, event_id: str | None) -> None:
-        self.metrics.inc("mesh_dead_letters_total", reason="egress failed")
-        log.error(
-            "%s: event %s dead-lettered: %s",
-            self.rule.name,
-            event_id or f"#{seq}",
-            reason,
-            extra={"egress": self.rule.index, "reason": reason},
-        )
+    def resume(self) -> None:
+        if self.paused is not None:
+            log.info("%s: resumed", self.rule.name)
+        self.paused = None
+        self._resume.set()
 
     async def run(self) -> None:
         while True:
@@ -135,16 +148,67 @@ class EgressWorker:
             bridge = await self.bridge()
             async with self.drain.work():
                 delay = await self._deliver(bridge, records)
-            if delay is not None:
+            if self.paused is not None:
+                self.outbox.rewind()
+                self._resume.clear()
+                await self._resume.wait()
+                self.backoff.reset()
+            elif delay is not None:
                 self.outbox.rewind()
                 await asyncio.sleep(delay)
             else:
                 self.backoff.reset()
 
+    async def _give_up(self, seq: int, event_id: str | None, reason: str) -> bool:
+        """Apply ``on_error.then`` to one event; False if the worker must pause."""
+        rule = self.rule
+        self.failures.pop(seq, None)
+        then = rule.on_error.then
+        if then == "pause":
+            self.paused = f"event {event_id or seq}: {reason}"
+            self.metrics.inc("mesh_egress_paused_total", egress=rule.name)
+            log.error(
+                "%s: paused on event %s: %s",
+                rule.name,
+                event_id,
+                reason,
+                extra={"egress": rule.index, "reason": reason},
+            )
+            return False
+        if then == "discard":
+            await self.outbox.ack([seq])
+            self.metrics.inc("mesh_discarded_total", egress=rule.name)
+            log.warning(
+                "%s: event %s discarded: %s",
+                rule.name,
+                event_id,
+                reason,
+                extra={"egress": rule.index, "reason": reason},
+            )
+            return True
+        await self.outbox.dead_letter(seq, reason)
+        self.metrics.inc("mesh_dead_letters_total", reason="egress failed")
+        log.error(
+            "%s: event %s dead-lettered: %s",
+            rule.name,
+            event_id or f"#{seq}",
+            reason,
+            extra={"egress": rule.index, "reason": reason},
+        )
+        return True
+
+    def _exhausted(self, seq: int) -> bool:
+        retry = self.rule.on_error.retry
+        attempts, first = self.failures.get(seq, (0, time.monotonic()))
+        attempts += 1
+        self.failures[seq] = (attempts, first)
+        if retry.max_attempts and attempts >= retry.max_attempts:
+            return True
+        return bool(retry.max_age and time.monotonic() - first >= retry.max_age)
+
     async def _deliver(self, bridge: Bridge, records: list[tuple[int, bytes]]) -> float | None:
         """Publish one batch; ack what is done; return a retry delay if some failed."""
         rule = self.rule
-        done: list[int] = []
         seqs: list[int] = []
         msgs: list[Message] = []
         ids: list[str] = []
@@ -153,38 +217,44 @@ class EgressWorker:
                 env = decode_record(rec)
                 msg = rule.encode(env)
             except (TemplateError, EventError, LinkProtocolError) as exc:
-                self.dead_letter(seq, getattr(exc, "reason", str(exc)), None)
-                done.append(seq)
+                # Cannot succeed on retry: the policy's final step applies at once.
+                if not await self._give_up(seq, None, getattr(exc, "reason", str(exc))):
+                    return None
                 continue
             seqs.append(seq)
             msgs.append(msg)
             ids.append(env.event.id)
-        failed = False
-        delay: float | None = None
-        if msgs:
-            results = await bridge.publish(msgs)
-            for seq, eid, res in zip(seqs, ids, results, strict=True):
-                if res is None:
-                    done.append(seq)
-                    self.attempts.pop(seq, None)
-                    continue
-                self.metrics.inc("mesh_egress_failures_total", egress=rule.name)
-                n = self.attempts[seq] = self.attempts.get(seq, 0) + 1
-                limit = rule.policy.max_attempts
-                if res.permanent or (limit and n >= limit):
-                    self.dead_letter(seq, res.reason, eid)
-                    self.attempts.pop(seq, None)
-                    done.append(seq)
-                else:
-                    failed = True
-                    delay = res.retry_after
-                    log.warning(
-                        "%s: publish of %s failed (attempt %d): %s", rule.name, eid, n, res.reason
-                    )
-            ok = len(msgs) - sum(1 for r in results if r is not None)
-            if ok:
-                self.metrics.inc("mesh_egress_events_total", ok, egress=rule.name)
+        if not msgs:
+            return None
+        results = await bridge.publish(msgs)
+        done = [seq for seq, res in zip(seqs, results, strict=True) if res is None]
         await self.outbox.ack(done)
+        for seq in done:
+            self.failures.pop(seq, None)
+        if done:
+            self.metrics.inc("mesh_egress_events_total", len(done), egress=rule.name)
+        delay: float | None = None
+        failed = [
+            (seq, eid, res)
+            for seq, eid, res in zip(seqs, ids, results, strict=True)
+            if res is not None
+        ]
         if failed:
-            return delay if delay is not None else self.backoff.next()
-        return None
+            self.metrics.inc("mesh_egress_failures_total", len(failed), egress=rule.name)
+            _seq, first_id, first = failed[0]
+            log.warning(
+                "%s: %d of %d publishes failed, first %s: %s",
+                rule.name,
+                len(failed),
+                len(msgs),
+                first_id,
+                first.reason,
+            )
+        for seq, eid, res in failed:
+            if res.permanent or self._exhausted(seq):
+                if not await self._give_up(seq, eid, res.reason):
+                    return None
+            else:
+                wait = res.retry_after if res.retry_after is not None else self.backoff.next()
+                delay = wait if delay is None else max(delay, wait)
+        return delay

@@ -15,7 +15,8 @@
     ├── BridgeError              a local broker failed (broker name)
     │   ├── BrokerUnavailable    cannot connect / connection lost
     │   └── PublishError         the broker refused or did not confirm a publish
-    └── StoreError               the durable store failed
+    ├── StoreError               the durable store failed
+    └── Backpressure             an outbox is full and its policy is ``block``
 
 Broker-library exceptions never leave a bridge: bridges translate them into
 ``BridgeError`` subclasses with ``raise ... from exc``.
@@ -24,6 +25,7 @@ Broker-library exceptions never leave a bridge: bridges translate them into
 from __future__ import annotations
 
 __all__ = [
+    "Backpressure",
     "BridgeError",
     "BrokerUnavailable",
     "CesqlError",
@@ -167,3 +169,12 @@ class PublishError(BridgeError):
 
 class StoreError(MeshError):
     """The durable store failed."""
+
+
+class Backpressure(MeshError):
+    """An outbox is full and its overflow policy is ``block``: retry later."""
+
+    def __init__(self, outbox: str, retry_after: float = 1.0) -> None:
+        self.outbox = outbox
+        self.retry_after = retry_after
+        super().__init__(f"outbox {outbox} is full; not accepting new events")

@@ -157,7 +157,8 @@ def validate_attributes(
     the caller has it; ``c0_free`` says the caller knows that no value holds
     a C0 control character (U+0000..U+001F), as a JSON document without any
     backslash guarantees. Everything else takes the full check, which gives
-    the exact reason.
+    the exact reason. The JSON decoder repeats this fast path inline
+    (``mesh.codec.jsonformat._from_object``): keep the two in step.
     """
     if attrs.get("specversion") == "1.0" and (
         names_ok

@@ -30,6 +30,7 @@ from mesh.errors import EventError, EventTooLarge, InvalidEvent, TemplateError
 from mesh.event import AttrValue, Event, new_event_id, now_rfc3339, validate_attributes
 from mesh.metrics import Metrics
 from mesh.router import Router
+from mesh.store import DeadLetter
 from mesh.templates import RenderContext, Template
 from mesh.topics import Pattern, Syntax, split_topic, to_mesh_pattern
 
@@ -159,6 +160,7 @@ class Ingress:
 
     def __init__(self, config: MeshConfig, router: Router, metrics: Metrics) -> None:
         self.router = router
+        self.store = router.outboxes.store
         self.metrics = metrics
         self.rules = [IngressRule(i, r, config) for i, r in enumerate(config.ingress)]
 
@@ -180,31 +182,44 @@ class Ingress:
         rule, caps = found
         return rule.build(msg, caps)
 
-    def reject(self, broker: str, topic: str, why: Rejected) -> None:
+    def reject(self, broker: str, msg: Message, why: Rejected) -> DeadLetter:
+        """Count and log a rejected message; return its dead-letter entry."""
         self.metrics.inc("mesh_ingress_rejected_total", broker=broker)
         self.metrics.inc("mesh_dead_letters_total", reason="invalid event")
         log.warning(
             "rejected message from %s on %r: %s",
             broker,
-            topic,
+            msg.topic,
             why.reason,
-            extra={"broker": broker, "topic": topic},
+            extra={"broker": broker, "topic": msg.topic},
         )
+        meta = {
+            "broker": broker,
+            "topic": msg.topic,
+            "content_type": msg.content_type,
+            "headers": dict(msg.headers),
+            "user_properties": [list(p) for p in msg.user_properties],
+            "batch_index": why.index,
+        }
+        return DeadLetter(why.reason, f"ingress:{broker}", "message", msg.payload, meta)
 
     async def accept(self, broker: str, deliveries: Sequence[Delivery]) -> None:
-        """Build, route durably, then ack every delivery of the batch."""
+        """Build, route durably, dead-letter what is invalid, then ack every delivery."""
         envs: list[Envelope] = []
+        dead: list[DeadLetter] = []
         for d in deliveries:
             for r in self.build(broker, d.message):
                 if isinstance(r, Rejected):
-                    self.reject(broker, d.message.topic, r)
+                    dead.append(self.reject(broker, d.message, r))
                 else:
                     envs.append(r)
         if envs:
             await self.router.route(envs)
             self.metrics.inc("mesh_ingress_events_total", len(envs), broker=broker)
+        if dead:
+            await self.store.dead_letter(dead)
         for d in deliveries:
-            d.ack()
+            await d.ack()
 
     async def accept_http(
         self, broker: str, topic: str, headers: Mapping[str, str], body: bytes
@@ -213,13 +228,16 @@ class Ingress:
         msg = Message(topic, body, headers, headers.get("content-type"))
         envs: list[Envelope] = []
         rejected: list[Rejected] = []
+        dead: list[DeadLetter] = []
         for r in self.build(broker, msg):
             if isinstance(r, Rejected):
-                self.reject(broker, topic, r)
+                dead.append(self.reject(broker, msg, r))
                 rejected.append(r)
             else:
                 envs.append(r)
         if envs:
             await self.router.route(envs)
             self.metrics.inc("mesh_ingress_events_total", len(envs), broker=broker)
+        if dead:
+            await self.store.dead_letter(dead)
         return envs, rejected

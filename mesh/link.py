@@ -37,10 +37,11 @@ from aiohttp import web
 from mesh.backoff import Backoff
 from mesh.config import AcceptPeer, Limits, Peer
 from mesh.envelope import decode_batch_frame, decode_record, encode_batch_frame
-from mesh.errors import LinkError, LinkProtocolError, LinkRefused
+from mesh.errors import Backpressure, LinkError, LinkProtocolError, LinkRefused
 from mesh.metrics import Metrics
 from mesh.router import Router
 from mesh.routing import Interest, RoutingTable
+from mesh.store import DeadLetter
 
 __all__ = ["PROTOCOL_VERSION", "LinkHost", "LinkSession", "accept_link", "dial_forever"]
 
@@ -65,6 +66,8 @@ class LinkHost(Protocol):
     dialing: set[str]
 
     def routes_changed(self) -> None: ...
+
+    async def persist_routes(self) -> None: ...
 
 
 _WS = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
@@ -96,6 +99,9 @@ class LinkSession:
         self.sent = 0
         self.received = 0
         self._task: asyncio.Task[None] | None = None
+        # Batches wait here so acks and interests keep flowing while one is routed;
+        # the peer's credit bounds it.
+        self._batches: asyncio.Queue[bytes] = asyncio.Queue()
 
     async def run(self) -> None:
         host, peer = self.host, self.peer
@@ -116,6 +122,7 @@ class LinkSession:
             await self.ws.send_str(_dump({"type": "credit", "events": host.limits.link_credit}))
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._reader(), name=f"link[{peer}].reader")
+                tg.create_task(self._receiver(), name=f"link[{peer}].receiver")
                 tg.create_task(self._sender(), name=f"link[{peer}].sender")
                 tg.create_task(self._advertiser(), name=f"link[{peer}].advertiser")
         except* _Closed:
@@ -150,7 +157,7 @@ class LinkSession:
         while True:
             msg = await ws.receive()
             if msg.type == aiohttp.WSMsgType.BINARY:
-                await self._on_batch(msg.data)
+                self._batches.put_nowait(msg.data)
             elif msg.type == aiohttp.WSMsgType.TEXT:
                 await self._on_control(msg.data)
             elif msg.type in (
@@ -187,6 +194,7 @@ class LinkSession:
                 remove = [Interest.from_json(i) for i in obj.get("remove", [])]
                 host.table.update_learned(self.peer, add, [(i.origin, i.key) for i in remove])
             host.routes_changed()
+            await host.persist_routes()
         else:
             log.debug("link %s: ignoring control frame %r", self.peer, kind)
 
@@ -195,18 +203,46 @@ class LinkSession:
         if self.credit > 0:
             self._credit_ok.set()
 
+    async def _receiver(self) -> None:
+        while True:
+            await self._on_batch(await self._batches.get())
+
     async def _on_batch(self, frame: bytes) -> None:
         host = self.host
         seq, records = decode_batch_frame(frame)
         envs = []
+        dead = []
         for rec in records:
             try:
                 envs.append(decode_record(rec))
             except LinkProtocolError as exc:
                 host.metrics.inc("mesh_dead_letters_total", reason="malformed record")
-                log.error("link %s: dropped a malformed record: %s", self.peer, exc.reason)
-        if envs:
-            await host.router.route(envs, from_peer=self.peer)
+                log.error("link %s: dead-lettered a malformed record: %s", self.peer, exc.reason)
+                dead.append(
+                    DeadLetter(
+                        exc.reason,
+                        f"link:{self.peer}",
+                        "message",
+                        bytes(rec),
+                        {"peer": self.peer, "batch": seq},
+                    )
+                )
+        if dead:
+            await host.router.outboxes.store.dead_letter(dead)
+        while envs:
+            try:
+                await host.router.route(envs, from_peer=self.peer)
+                break
+            except Backpressure as exc:
+                # Not acknowledged, so the peer's credit runs out and it stops sending:
+                # backpressure travels upstream hop by hop.
+                box = host.router.outboxes.find(exc.outbox)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(exc.retry_after):
+                        if box is not None:
+                            await box.wait_for_space()
+                        else:
+                            await asyncio.sleep(exc.retry_after)
         self.received += len(records)
         host.metrics.inc("mesh_link_received_events_total", len(records), peer=self.peer)
         await self.ws.send_str(_dump({"type": "ack", "seq": seq, "credit": len(records)}))

@@ -18,27 +18,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from mesh.backoff import Backoff
 from mesh.bridge import Bridge, BridgeFactory, Subscribe, load_bridge_classes
-from mesh.config import MeshConfig, Peer, load_config
-from mesh.dedup import Dedup
+from mesh.config import MeshConfig, OutboxSettings, Peer, load_config
 from mesh.egress import EgressRule, EgressWorker
-from mesh.errors import BridgeError, ConfigError, ConfigErrors, MeshError
+from mesh.errors import (
+    Backpressure,
+    BridgeError,
+    ConfigError,
+    ConfigErrors,
+    MeshError,
+    StoreError,
+)
 from mesh.filters import canonical
 from mesh.ingress import Ingress
 from mesh.lifecycle import Drain
 from mesh.link import LinkSession, dial_forever
 from mesh.metrics import Labels, Metrics
-from mesh.outbox import Outboxes
+from mesh.outbox import Outboxes, OutboxPolicy
 from mesh.router import Router
-from mesh.routing import RoutingTable
+from mesh.routing import Interest, RoutingTable
 from mesh.server import build_app
 from mesh.store import Store
 
@@ -66,11 +74,9 @@ class Node:
         self.accept = list(config.accept)
         self.metrics = Metrics()
         self.table = RoutingTable(self.node_id)
-        self.store = Store(config.node.data_dir / "mesh.db")
-        self.outboxes = Outboxes(self.store)
-        self.router = Router(
-            self.node_id, self.table, self.outboxes, self.metrics, Dedup(config.limits.dedup_window)
-        )
+        self.store = Store(config.node.data_dir / "mesh.db", sync=config.storage.sync)
+        self.outboxes = Outboxes(self.store, _policy(config.outbox))
+        self.router = Router(self.node_id, self.table, self.outboxes, self.metrics)
         self.ingress = Ingress(config, self.router, self.metrics)
         self.egress: list[EgressRule] = []
         self.sessions: dict[str, LinkSession] = {}
@@ -86,8 +92,10 @@ class Node:
         self._drain = Drain()
         self._tg: asyncio.TaskGroup | None = None
         self._bridge_tasks: dict[str, asyncio.Task[None]] = {}
-        self._egress_tasks: dict[str, tuple[EgressRule, asyncio.Task[None]]] = {}
+        self._egress_tasks: dict[str, tuple[EgressWorker, asyncio.Task[None]]] = {}
         self._dial_tasks: dict[str, tuple[Peer, asyncio.Task[None]]] = {}
+        self._maintenance: asyncio.Task[None] | None = None
+        self._saved_routes = -1
         self.metrics.gauge(
             "mesh_outbox_depth",
             lambda: {(("outbox", ob.name),): ob.depth for ob in self.outboxes.all()},
@@ -121,9 +129,11 @@ class Node:
             self.port = _bound_port(runner, self.config.node.port)
             self.started = time.time()
             log.info("node %s listening on %s:%d", self.node_id, self.config.node.host, self.port)
+            await self._restore_routes()
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 await self._apply(self.config)
+                self._maintenance = self._spawn(self._maintain(), name="maintenance")
                 try:
                     yield self
                 finally:
@@ -175,28 +185,35 @@ class Node:
         rules = [EgressRule(i, r, config) for i, r in enumerate(config.egress)]
         wanted = dict(zip(_egress_keys(rules), rules, strict=True))
         for key in list(self._egress_tasks):
-            rule, task = self._egress_tasks[key]
-            if key not in wanted or wanted[key].settings != rule.settings:
+            worker, task = self._egress_tasks[key]
+            if key not in wanted or wanted[key].settings != worker.rule.settings:
                 await self._stop_task(task)
                 del self._egress_tasks[key]
                 if key not in wanted:
                     await self._drop_outbox(key, "egress subscription removed")
         egress_boxes = {}
         for key, rule in wanted.items():
-            box = await self.outboxes.get(key)
+            cfg = config.egress[rule.index]
+            box = await self.outboxes.get(key, _policy(cfg.outbox or config.outbox))
             egress_boxes[rule.index] = box
             if key in self._egress_tasks:
-                self._egress_tasks[key][0].index = rule.index
+                self._egress_tasks[key][0].rule.index = rule.index
                 continue
             worker = EgressWorker(
                 rule, box, self._bridge_getter(rule.broker), self.metrics, drain=self._drain
             )
-            self._egress_tasks[key] = (rule, self._spawn(worker.run(), name=rule.name))
+            self._egress_tasks[key] = (worker, self._spawn(worker.run(), name=rule.name))
         self.router.egress_boxes = egress_boxes
         self.egress = rules
         self.table.set_local({r.index: (r.pattern.text, r.filter) for r in rules})
         # Peers: dial new ones, redial changed ones, forget removed ones.
         peers = {p.id: p for p in config.peers}
+        self.outboxes.default = _policy(config.outbox)
+        self.router.peer_policies = {
+            p.id: _policy(p.outbox) for p in config.peers if p.outbox is not None
+        }
+        for pid in {*peers, *self.sessions}:
+            await self.router.peer_box(pid)  # applies the current policy
         for pid in list(self._dial_tasks):
             peer, task = self._dial_tasks[pid]
             if peers.get(pid) != peer:
@@ -256,12 +273,96 @@ class Node:
                 "shutdown: work still in progress after %.1fs; cancelling", self.drain_timeout
             )
         tasks = list(self._bridge_tasks.values())
-        tasks += [t for _rule, t in self._egress_tasks.values()]
+        tasks += [t for _worker, t in self._egress_tasks.values()]
+        if self._maintenance is not None:
+            tasks.append(self._maintenance)
         tasks += [t for _peer, t in self._dial_tasks.values()]
         for t in tasks:
             t.cancel()
         for s in list(self.sessions.values()):
             await s.close()
+
+    # -- durable state -------------------------------------------------------------------
+
+    async def _restore_routes(self) -> None:
+        """Interests learned before a restart route (and queue) until the links return."""
+        raw = await self.store.get("learned-interests")
+        if raw is None:
+            return
+        for peer, items in orjson.loads(raw).items():
+            self.table.link_state(peer, False)
+            self.table.replace_learned(peer, [Interest.from_json(i) for i in items])
+        self._saved_routes = self.table.version
+
+    async def persist_routes(self) -> None:
+        """Save what peers told us, so a restarted node routes before links are back."""
+        if self._saved_routes == self.table.version:
+            return
+        version = self.table.version
+        snapshot = {p: [i.to_json() for i in items] for p, items in self.table.learned().items()}
+        await self.store.put("learned-interests", orjson.dumps(snapshot))
+        self._saved_routes = version
+
+    async def _maintain(self, every: float = 5.0) -> None:
+        """Expire old outbox records, prune the dedup window, persist learned routes."""
+        limits = self.config.limits
+        while True:
+            await asyncio.sleep(every)
+            try:
+                for box in self.outboxes.all():
+                    expired = await box.expire()
+                    if expired:
+                        self.metrics.inc("mesh_dead_letters_total", expired, reason="expired")
+                        log.warning(
+                            "outbox %s: %d events expired to the dead-letter queue",
+                            box.name,
+                            expired,
+                        )
+                await self.store.prune_dedup(limits.dedup_window, limits.dedup_max_age)
+                await self.persist_routes()
+            except StoreError as exc:
+                log.error("maintenance failed: %s", exc)
+
+    async def redrive(self, ids: list[int] | None) -> tuple[list[int], list[dict[str, Any]]]:
+        """Put dead-lettered events back into the outbox they failed in.
+
+        Returns the ids redriven and, for the others, why not: a message that
+        never became an event cannot be redriven, nor an event whose outbox no
+        longer exists (its egress rule was removed).
+        """
+        done: list[int] = []
+        skipped: list[dict[str, Any]] = []
+        after = 0
+        while True:
+            if ids is None:
+                entries = await self.store.dead_letters(limit=1000, after=after)
+            else:
+                entries = await self.store.dead_letters(ids=ids)
+            if not entries:
+                break
+            for e in entries:
+                box = self.outboxes.find(e.place) if e.kind == "event" else None
+                if box is None:
+                    why = (
+                        "not an event (invalid input)"
+                        if e.kind != "event"
+                        else f"outbox {e.place} no longer exists"
+                    )
+                    skipped.append({"id": e.id, "reason": why})
+                    continue
+                if await self.store.redrive(e.id, box.box) is not None:
+                    box.redriven(len(e.record))
+                    done.append(e.id)
+            if ids is not None:
+                break
+            after = entries[-1].id
+        if done:
+            self.metrics.inc("mesh_redriven_total", len(done))
+            log.info("redrove %d dead letters", len(done))
+        return done, skipped
+
+    def egress_workers(self) -> list[EgressWorker]:
+        return sorted((w for w, _t in self._egress_tasks.values()), key=lambda w: w.rule.index)
 
     async def ready(self, timeout: float = 10.0) -> None:
         """Wait until every broker is connected and subscribed."""
@@ -326,12 +427,26 @@ class Node:
     async def _ingress_loop(self, name: str, bridge: Bridge) -> None:
         while not self._stopping.is_set():
             batch = await bridge.receive(512)
-            if self._stopping.is_set():
-                for d in batch:
-                    d.nack()
-                return
-            async with self._drain.work():
-                await self.ingress.accept(name, batch)
+            while True:
+                if self._stopping.is_set():
+                    for d in batch:
+                        await d.nack()
+                    return
+                try:
+                    async with self._drain.work():
+                        await self.ingress.accept(name, batch)
+                    break
+                except Backpressure as exc:
+                    # Nothing was written and nothing acked: the broker keeps the
+                    # messages. Wait for room, then try the same batch again.
+                    box = self.outboxes.find(exc.outbox)
+                    log.debug("broker %s: %s", name, exc)
+                    if box is not None:
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(exc.retry_after):
+                                await box.wait_for_space()
+                    else:
+                        await asyncio.sleep(exc.retry_after)
 
     # -- introspection ---------------------------------------------------------------
 
@@ -378,8 +493,18 @@ class Node:
         }
 
 
+def _policy(settings: OutboxSettings) -> OutboxPolicy:
+    return OutboxPolicy(settings.max_bytes, settings.max_age, settings.overflow)
+
+
 def _subscriptions(config: MeshConfig, broker: str) -> list[Subscribe]:
-    return [Subscribe(r.topic, r.qos, r.queue_group) for r in config.ingress if r.from_ == broker]
+    out = []
+    for r in config.ingress:
+        if r.from_ == broker:
+            digest = hashlib.sha1(r.topic.encode()).hexdigest()[:10]
+            durable = r.durable or f"mesh-{config.node.id}-{digest}"
+            out.append(Subscribe(r.topic, r.qos, r.queue_group, durable))
+    return out
 
 
 def _egress_keys(rules: list[EgressRule]) -> list[str]:

@@ -8,48 +8,137 @@ they deleted. :meth:`Outbox.rewind` puts every unacknowledged record back in
 line (after a link drops, or a publish failed), so nothing is lost and order
 is kept.
 
+Each outbox is bounded by bytes and age (:class:`OutboxPolicy`). When a new
+record does not fit, the overflow policy decides: ``block`` refuses it
+(:class:`~mesh.errors.Backpressure`: ingress stops acknowledging, HTTP
+answers 503), ``drop-oldest`` moves the oldest records not yet handed to the
+consumer to the dead-letter queue, ``reject-new`` sends the new record there.
+Records older than ``max_age`` expire to the dead-letter queue. Every such
+drop is counted.
+
 Appends from one routing decision go through :meth:`Outboxes.put`, one group
 commit for all the outboxes involved. A bounded tail cache in memory serves a
-consumer that keeps up without reading the database back.
+consumer that keeps up without reading the database back. The
+:class:`Outbox` keeps no per-record state in memory except for records in
+flight, so a backlog of millions costs disk, not memory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
 
-from mesh.store import Store
+from mesh.store import DedupKey, Store
 
-__all__ = ["Outbox", "Outboxes"]
+__all__ = ["Outbox", "OutboxPolicy", "Outboxes", "Unit"]
+
+Overflow = Literal["block", "drop-oldest", "reject-new"]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxPolicy:
+    max_bytes: int = 1 << 30  # 0: unbounded
+    max_age: float = 0.0  # seconds; 0: records never expire
+    overflow: Overflow = "block"
 
 
 class Outbox:
     """A durable FIFO for one destination with one reading consumer."""
 
-    def __init__(self, store: Store, name: str, box: int, *, cache_bytes: int = 4 << 20) -> None:
+    def __init__(
+        self,
+        store: Store,
+        name: str,
+        box: int,
+        policy: OutboxPolicy | None = None,
+        *,
+        cache_bytes: int = 4 << 20,
+    ) -> None:
         self.store = store
         self.name = name
         self.box = box
+        self.policy = policy or OutboxPolicy()
         self.depth = 0  # entries stored, not yet acknowledged
         self.bytes = 0
+        self.dropped = 0
         self._cursor = 0  # highest seq handed to the consumer
-        self._inflight: set[int] = set()
-        self._sizes: dict[int, int] = {}
+        self._inflight: dict[int, int] = {}  # seq -> size, handed out and not yet acked
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         self._cache_bytes = 0
         self._cache_limit = cache_bytes
         self._uncached_upto = 0  # every seq <= this may exist only in the database
         self._last = 0  # highest seq appended
         self._changed = asyncio.Event()
+        self._space = asyncio.Event()
+        self._space.set()
 
     async def _load(self) -> None:
-        n, size, _low = await self.store.box_stats(self.box)
-        self.depth, self.bytes = n, size
+        self.depth, self.bytes = await self.store.box_stats(self.box)
         self._uncached_upto = self.store.last_seq
         self._last = self._uncached_upto
-        if n:
+        if self.depth:
             self._changed.set()
+        self._update_space()
+
+    # -- producer side -------------------------------------------------------------------
+
+    def fits(self, size: int) -> bool:
+        return not self.policy.max_bytes or self.bytes + size <= self.policy.max_bytes
+
+    def _update_space(self) -> None:
+        if self.policy.max_bytes and self.bytes >= self.policy.max_bytes:
+            self._space.clear()
+        else:
+            self._space.set()
+
+    async def wait_for_space(self) -> None:
+        await self._space.wait()
+
+    async def make_room(self, size: int) -> int:
+        """drop-oldest: dead-letter the oldest records not in flight to fit ``size`` bytes."""
+        need = self.bytes + size - self.policy.max_bytes
+        if need <= 0:
+            return 0
+        return await self._evict(need=need, reason="outbox full (drop-oldest)")
+
+    async def expire(self) -> int:
+        """Dead-letter records older than ``max_age`` that are not in flight."""
+        if not self.policy.max_age or not self.depth:
+            return 0
+        return await self._evict(
+            older_than=time.time() - self.policy.max_age, reason="expired in outbox"
+        )
+
+    async def _evict(self, *, need: int = 0, older_than: float = 0.0, reason: str) -> int:
+        """Shielded: the bookkeeping must follow a committed eviction."""
+
+        async def evict() -> int:
+            moved = await self.store.evict(
+                self.box,
+                self.name,
+                after=self._cursor,
+                need=need,
+                older_than=older_than,
+                reason=reason,
+            )
+            self._removed(moved)
+            return len(moved)
+
+        return await asyncio.shield(evict())
+
+    def _removed(self, moved: Sequence[tuple[int, int]]) -> None:
+        for seq, size in moved:
+            self.depth -= 1
+            self.bytes -= size
+            rec = self._cache.pop(seq, None)
+            if rec is not None:
+                self._cache_bytes -= len(rec)
+        self.dropped += len(moved)
+        self._update_space()
 
     def _appended(self, seqs: Sequence[int], records: Sequence[bytes]) -> None:
         for seq, rec in zip(seqs, records, strict=True):
@@ -58,12 +147,15 @@ class Outbox:
             self.bytes += size
             self._cache[seq] = rec
             self._cache_bytes += size
-        self._last = seqs[-1]
+        self._last = max(self._last, seqs[-1])
         while self._cache_bytes > self._cache_limit and self._cache:
             seq, rec = self._cache.popitem(last=False)
             self._cache_bytes -= len(rec)
             self._uncached_upto = max(self._uncached_upto, seq)
+        self._update_space()
         self._changed.set()
+
+    # -- consumer side -------------------------------------------------------------------
 
     async def read(self, limit: int) -> list[tuple[int, bytes]]:
         """Wait for records after the cursor; return up to ``limit`` of them."""
@@ -81,8 +173,7 @@ class Outbox:
                 if out:
                     self._cursor = out[-1][0]
                     for seq, rec in out:
-                        self._inflight.add(seq)
-                        self._sizes[seq] = len(rec)
+                        self._inflight[seq] = len(rec)
                     return out
                 self._cursor = max(self._cursor, self._last)
             self._changed.clear()
@@ -97,42 +188,79 @@ class Outbox:
             self._inflight.clear()
             self._changed.set()
 
-    async def ack(self, seqs: Iterable[int]) -> None:
-        """The records are delivered: delete them durably."""
+    def _done(self, seqs: Iterable[int]) -> list[int]:
         done = [s for s in seqs if s in self._inflight]
-        if not done:
-            return
-        await self.store.delete(done)
         for s in done:
-            self._inflight.discard(s)
-            self.bytes -= self._sizes.pop(s, 0)
+            self.bytes -= self._inflight.pop(s)
             self.depth -= 1
             rec = self._cache.pop(s, None)
             if rec is not None:
                 self._cache_bytes -= len(rec)
+        self._update_space()
+        return done
+
+    async def ack(self, seqs: Iterable[int]) -> None:
+        """The records are delivered: delete them durably."""
+        done = [s for s in seqs if s in self._inflight]
+        if done:
+            # Shielded: once the delete is queued, the bookkeeping must follow it.
+            await asyncio.shield(self._delete(done))
+
+    async def _delete(self, done: list[int]) -> None:
+        await self.store.delete(done)
+        self._done(done)
+
+    async def dead_letter(self, seq: int, reason: str) -> None:
+        """Move one in-flight record to the dead-letter queue (atomically)."""
+        if seq in self._inflight:
+            await asyncio.shield(self._move_to_dlq(seq, reason))
+
+    async def _move_to_dlq(self, seq: int, reason: str) -> None:
+        await self.store.move_to_dlq(seq, reason, self.name)
+        self._done([seq])
+
+    def redriven(self, size: int) -> None:
+        """A record of ``size`` bytes was put back into this outbox: count it, show it."""
+        self.depth += 1
+        self.bytes += size
+        self._uncached_upto = self.store.last_seq
+        self._last = self.store.last_seq
+        self._update_space()
+        self._changed.set()
 
     @property
     def inflight(self) -> int:
         return len(self._inflight)
 
 
+Unit = tuple[DedupKey | None, list[tuple[Outbox, bytes]]]
+"""One event's records: skipped as a whole if its dedup key was seen before."""
+
+
 class Outboxes:
     """All outboxes of a node, sharing one store and one group commit per put."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, default: OutboxPolicy | None = None) -> None:
         self.store = store
+        self.default = default or OutboxPolicy()
         self._boxes: dict[str, Outbox] = {}
 
-    async def get(self, name: str) -> Outbox:
+    async def get(self, name: str, policy: OutboxPolicy | None = None) -> Outbox:
         ob = self._boxes.get(name)
         if ob is None:
             box = await self.store.box_id(name)
             ob = self._boxes.get(name)  # another task may have won the race
             if ob is None:
-                ob = Outbox(self.store, name, box)
+                ob = Outbox(self.store, name, box, policy or self.default)
                 await ob._load()
                 ob = self._boxes.setdefault(name, ob)
+        if policy is not None:
+            ob.policy = policy
+            ob._update_space()
         return ob
+
+    def find(self, name: str) -> Outbox | None:
+        return self._boxes.get(name)
 
     async def remove(self, name: str) -> None:
         """Delete an outbox and everything in it."""
@@ -143,15 +271,30 @@ class Outboxes:
     def all(self) -> list[Outbox]:
         return list(self._boxes.values())
 
-    async def put(self, items: Sequence[tuple[Outbox, bytes]]) -> None:
-        """Append records to their outboxes durably, in one commit."""
-        if not items:
-            return
-        seqs = await self.store.append([(ob.box, rec) for ob, rec in items])
+    async def put(self, units: Sequence[Unit]) -> int:
+        """Append records durably, in one commit; return how many units were duplicates.
+
+        Shielded from cancellation: a commit that happened is always announced to
+        its outboxes, or their readers would never see those records.
+        """
+        if not units:
+            return 0
+        return await asyncio.shield(self._put(units))
+
+    async def _put(self, units: Sequence[Unit]) -> int:
+        results = await self.store.append(
+            [(key, [(ob.box, rec) for ob, rec in items]) for key, items in units]
+        )
         per: dict[Outbox, tuple[list[int], list[bytes]]] = {}
-        for (ob, rec), seq in zip(items, seqs, strict=True):
-            s, r = per.setdefault(ob, ([], []))
-            s.append(seq)
-            r.append(rec)
+        duplicates = 0
+        for (_key, items), seqs in zip(units, results, strict=True):
+            if seqs is None:
+                duplicates += 1
+                continue
+            for (ob, rec), seq in zip(items, seqs, strict=True):
+                s, r = per.setdefault(ob, ([], []))
+                s.append(seq)
+                r.append(rec)
         for ob, (s, r) in per.items():
             ob._appended(s, r)
+        return duplicates

@@ -1,10 +1,14 @@
 """From a routing decision to durable outbox records.
 
-:meth:`Router.route` matches each envelope against the routing table, drops
-local duplicates by (``source``, ``id``), and appends one record per local
-egress and one per next hop (carrying the destinations that hop is
-responsible for) to the outboxes in a single group commit. When it returns,
-every event is durable in this node: the caller may acknowledge upstream.
+:meth:`Router.route` matches each envelope against the routing table and
+appends one record per local egress and one per next hop (carrying the
+destinations that hop is responsible for) to the outboxes in a single group
+commit. Local delivery is de-duplicated by (``source``, ``id``) inside that
+same commit (:meth:`mesh.store.Store.append`). Outbox bounds are applied
+first: ``block`` raises :class:`~mesh.errors.Backpressure` before anything is
+written, ``drop-oldest`` and ``reject-new`` dead-letter what does not fit.
+When ``route`` returns, every event is durable in this node: the caller may
+acknowledge upstream.
 """
 
 from __future__ import annotations
@@ -12,11 +16,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from mesh.dedup import Dedup
 from mesh.envelope import Envelope, encode_record
+from mesh.errors import Backpressure
 from mesh.metrics import Metrics
-from mesh.outbox import Outbox, Outboxes
+from mesh.outbox import Outbox, Outboxes, OutboxPolicy, Unit
 from mesh.routing import RoutingTable
+from mesh.store import DeadLetter
 
 __all__ = ["MAX_HOPS", "Router"]
 
@@ -31,41 +36,25 @@ class Router:
         table: RoutingTable,
         outboxes: Outboxes,
         metrics: Metrics,
-        dedup: Dedup,
     ) -> None:
         self.node_id = node_id
         self.table = table
         self.outboxes = outboxes
         self.metrics = metrics
-        self.dedup = dedup
         self.egress_boxes: dict[int, Outbox] = {}
+        self.peer_policies: dict[str, OutboxPolicy] = {}
 
     async def peer_box(self, peer: str) -> Outbox:
-        return await self.outboxes.get(f"peer:{peer}")
+        return await self.outboxes.get(f"peer:{peer}", self.peer_policies.get(peer))
 
     async def route(self, envs: Sequence[Envelope], from_peer: str | None = None) -> int:
         """Make ``envs`` durable in their outboxes; return how many were routed anywhere."""
-        items: list[tuple[Outbox, bytes]] = []
-        added: list[tuple[str, str]] = []
+        units: list[Unit] = []
         routed = 0
         for env in envs:
             levels = tuple(env.topic.split("/"))
             d = self.table.match(levels, env.event.attrs, env.dests)
-            duplicate = False
-            if d.local:
-                key = env.event.key
-                if self.dedup.add(key):
-                    added.append(key)
-                    rec = encode_record(Envelope(env.event, env.topic, env.origin, env.hops))
-                    for idx in d.local:
-                        box = self.egress_boxes.get(idx)
-                        if box is not None:
-                            items.append((box, rec))
-                else:
-                    self.metrics.inc("mesh_link_duplicates_total", peer=from_peer or "local")
-                    duplicate = True
-                    d.local = []
-            remote = 0
+            remote: list[tuple[Outbox, bytes]] = []
             for hop, dests in d.remote.items():
                 if hop == from_peer:
                     continue
@@ -74,16 +63,52 @@ class Router:
                     log.warning("event %s dropped: hop limit %d reached", env.event.id, MAX_HOPS)
                     continue
                 fwd = Envelope(env.event, env.topic, env.origin, env.hops + 1, frozenset(dests))
-                items.append((await self.peer_box(hop), encode_record(fwd)))
-                remote += 1
+                remote.append((await self.peer_box(hop), encode_record(fwd)))
+            if d.local:
+                rec = encode_record(Envelope(env.event, env.topic, env.origin, env.hops))
+                boxes = [self.egress_boxes[i] for i in d.local if i in self.egress_boxes]
+                units.append((env.event.key, [(box, rec) for box in boxes]))
+            if remote:
+                units.append((None, remote))
             if d.local or remote:
                 routed += 1
-            elif not duplicate:
+            else:
                 self.metrics.inc("mesh_unrouted_events_total")
-        try:
-            await self.outboxes.put(items)
-        except BaseException:
-            for key in added:
-                self.dedup.discard(key)
-            raise
+        await self._apply_bounds(units)
+        duplicates = await self.outboxes.put(units)
+        if duplicates:
+            self.metrics.inc("mesh_link_duplicates_total", duplicates, peer=from_peer or "local")
         return routed
+
+    async def _apply_bounds(self, units: list[Unit]) -> None:
+        need: dict[Outbox, int] = {}
+        for _key, items in units:
+            for box, rec in items:
+                need[box] = need.get(box, 0) + len(rec)
+        full = [box for box, size in need.items() if not box.fits(size)]
+        if not full:
+            return
+        for box in full:
+            if box.policy.overflow == "block":
+                self.metrics.inc("mesh_backpressure_total", outbox=box.name)
+                raise Backpressure(box.name)
+        for box in full:
+            if box.policy.overflow == "drop-oldest":
+                dropped = await box.make_room(need[box])
+                if dropped:
+                    self.metrics.inc("mesh_dead_letters_total", dropped, reason="drop-oldest")
+                    log.warning("outbox %s full: %d oldest events dead-lettered", box.name, dropped)
+            elif box.policy.overflow == "reject-new":
+                dead: list[DeadLetter] = []
+                for i, (key, items) in enumerate(units):
+                    keep = [(b, rec) for b, rec in items if b is not box]
+                    dead += [
+                        DeadLetter("outbox full (reject-new)", box.name, "event", rec)
+                        for b, rec in items
+                        if b is box
+                    ]
+                    units[i] = (key, keep)
+                await box.store.dead_letter(dead)
+                box.dropped += len(dead)
+                self.metrics.inc("mesh_dead_letters_total", len(dead), reason="reject-new")
+                log.warning("outbox %s full: %d new events dead-lettered", box.name, len(dead))

@@ -262,6 +262,10 @@ class RoutingTable:
                 changed.add((i.origin, i.key))
         self._reselect(changed)
 
+    def learned(self) -> dict[str, list[Interest]]:
+        """Everything each peer told us (for persisting across restarts)."""
+        return {p: list(t.values()) for p, t in self._learned.items()}
+
     def forget_peer(self, peer: str) -> None:
         """Withdraw everything learned over ``peer`` (peer removed from config)."""
         old = self._learned.pop(peer, {})

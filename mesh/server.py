@@ -7,19 +7,27 @@
   with some bad events answers ``207`` listing accepted and rejected ones;
 - ``GET /api/health``, ``/api/stats``, ``/api/routes``, ``/api/peers`` — JSON;
 - ``POST /api/reload`` — re-read the configuration file (from loopback only);
+- ``GET /api/dlq``, ``GET /api/dlq/<id>``, ``POST /api/dlq/redrive``,
+  ``POST /api/dlq/<id>/redrive``, ``DELETE /api/dlq`` — the dead-letter queue
+  (changes from loopback only);
+- ``GET /api/egress``, ``POST /api/egress/<i>/resume`` — egress workers, and
+  resuming one paused by ``on_error.then: pause``;
 - ``GET /metrics`` — Prometheus text.
 """
 
 from __future__ import annotations
 
+import base64
 import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
 
-from mesh.errors import ConfigErrors, MeshError, StoreError
+from mesh.envelope import decode_record
+from mesh.errors import Backpressure, ConfigErrors, MeshError, StoreError
 from mesh.link import accept_link
+from mesh.store import DeadLetter
 
 if TYPE_CHECKING:
     from mesh.node import Node
@@ -37,10 +45,16 @@ def _json(obj: Any, status: int = 200) -> web.Response:
     )
 
 
-def problem(status: int, title: str, detail: str, **extra: Any) -> web.Response:
+def problem(
+    status: int, title: str, detail: str, headers: dict[str, str] | None = None, **extra: Any
+) -> web.Response:
+    """An RFC 9457 problem response; ``extra`` members go into the body."""
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
     return web.Response(
-        body=orjson.dumps(body), status=status, content_type="application/problem+json"
+        body=orjson.dumps(body),
+        status=status,
+        content_type="application/problem+json",
+        headers=headers,
     )
 
 
@@ -66,6 +80,13 @@ async def _events(request: web.Request) -> web.Response:
     headers = {k.lower(): v for k, v in request.headers.items()}
     try:
         accepted, rejected = await node.ingress.accept_http(broker, topic, headers, body)
+    except Backpressure as exc:
+        return problem(
+            503,
+            "Outbox full",
+            f"not accepting events: {exc}",
+            headers={"Retry-After": str(max(1, round(exc.retry_after)))},
+        )
     except StoreError as exc:
         return problem(
             503,
@@ -154,6 +175,110 @@ async def _reload(request: web.Request) -> web.Response:
     )
 
 
+def _dead_letter_json(e: DeadLetter, *, full: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": e.id,
+        "time": e.ts,
+        "reason": e.reason,
+        "place": e.place,
+        "kind": e.kind,
+    }
+    if e.kind == "event":
+        try:
+            env = decode_record(e.record)
+            out["event"] = {
+                "id": env.event.attrs.get("id"),
+                "source": env.event.attrs.get("source"),
+                "type": env.event.attrs.get("type"),
+                "topic": env.topic,
+                "origin": env.origin,
+            }
+            if full:
+                out["event"]["attributes"] = env.event.attrs
+                out["event"]["data_base64"] = base64.b64encode(env.event.data or b"").decode()
+        except MeshError:
+            out["event"] = None
+    else:
+        out["message"] = dict(e.meta)
+        if full:
+            out["message"]["payload_base64"] = base64.b64encode(e.record).decode()
+    return out
+
+
+async def _dlq_list(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    limit = min(int(request.query.get("limit", "100")), 10_000)
+    after = int(request.query.get("after", "0"))
+    entries = await node.store.dead_letters(limit=limit, after=after)
+    return _json(
+        {
+            "node": node.node_id,
+            "total": await node.store.dlq_count(),
+            "entries": [_dead_letter_json(e) for e in entries],
+        }
+    )
+
+
+async def _dlq_show(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    entries = await node.store.dead_letters(ids=[int(request.match_info["id"])])
+    if not entries:
+        return problem(404, "Not found", f"no dead letter {request.match_info['id']}")
+    return _json(_dead_letter_json(entries[0], full=True))
+
+
+async def _dlq_redrive(request: web.Request) -> web.Response:
+    if not _is_loopback(request):
+        return problem(403, "Forbidden", "redrive is only accepted from the node's own host")
+    node = request.app[NODE_KEY]
+    which = request.match_info.get("id")
+    done, skipped = await node.redrive(None if which is None else [int(which)])
+    if which is not None and not done and not skipped:
+        return problem(404, "Not found", f"no dead letter {which}")
+    return _json({"redriven": done, "skipped": skipped})
+
+
+async def _dlq_purge(request: web.Request) -> web.Response:
+    if not _is_loopback(request):
+        return problem(403, "Forbidden", "purge is only accepted from the node's own host")
+    node = request.app[NODE_KEY]
+    return _json({"purged": await node.store.dlq_delete()})
+
+
+async def _egress(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    return _json(
+        {
+            "node": node.node_id,
+            "egress": [
+                {
+                    "index": w.rule.index,
+                    "to": w.rule.broker,
+                    "topic": w.rule.pattern.text,
+                    "target": w.rule.target.source,
+                    "mode": w.rule.mode,
+                    "outbox": w.outbox.depth,
+                    "paused": w.paused,
+                }
+                for w in node.egress_workers()
+            ],
+        }
+    )
+
+
+async def _egress_resume(request: web.Request) -> web.Response:
+    if not _is_loopback(request):
+        return problem(403, "Forbidden", "resume is only accepted from the node's own host")
+    node = request.app[NODE_KEY]
+    index = int(request.match_info["index"])
+    for w in node.egress_workers():
+        if w.rule.index == index:
+            was = w.paused
+            w.resume()
+            return _json({"index": index, "resumed": was is not None})
+    return problem(404, "Not found", f"no egress rule {index}")
+
+
 def _is_loopback(request: web.Request) -> bool:
     remote = request.remote or ""
     return remote in ("127.0.0.1", "::1") or remote.startswith("127.")
@@ -174,4 +299,11 @@ def build_app(node: Node) -> web.Application:
     app.router.add_get("/api/peers", _peers)
     app.router.add_get("/metrics", _metrics)
     app.router.add_post("/api/reload", _reload)
+    app.router.add_get("/api/dlq", _dlq_list)
+    app.router.add_get("/api/dlq/{id:[0-9]+}", _dlq_show)
+    app.router.add_post("/api/dlq/redrive", _dlq_redrive)
+    app.router.add_post("/api/dlq/{id:[0-9]+}/redrive", _dlq_redrive)
+    app.router.add_delete("/api/dlq", _dlq_purge)
+    app.router.add_get("/api/egress", _egress)
+    app.router.add_post("/api/egress/{index:[0-9]+}/resume", _egress_resume)
     return app

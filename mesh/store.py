@@ -20,13 +20,17 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
+
 from mesh.errors import StoreError
 
-__all__ = ["Store"]
+__all__ = ["DeadLetter", "DedupKey", "Store"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -34,10 +38,39 @@ T = TypeVar("T")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS boxes (id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL);
 CREATE TABLE IF NOT EXISTS outbox (
-    seq INTEGER PRIMARY KEY, box INTEGER NOT NULL, record BLOB NOT NULL);
+    seq INTEGER PRIMARY KEY, box INTEGER NOT NULL, ts REAL NOT NULL, record BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS outbox_box ON outbox (box, seq);
+CREATE TABLE IF NOT EXISTS dedup (
+    source TEXT NOT NULL, id TEXT NOT NULL, ts REAL NOT NULL, PRIMARY KEY (source, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dedup_ts ON dedup (ts);
+CREATE TABLE IF NOT EXISTS dlq (
+    id INTEGER PRIMARY KEY, ts REAL NOT NULL, reason TEXT NOT NULL, place TEXT NOT NULL,
+    kind TEXT NOT NULL, meta TEXT NOT NULL, record BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 """
+
+DedupKey = tuple[str, str]
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """A dead-letter entry: what failed, why, where and when.
+
+    ``kind`` is ``event`` for an envelope record (redrivable into ``place``,
+    an outbox) or ``message`` for input that never became an event (an
+    invalid message at ingress; ``meta`` describes it, ``record`` is its
+    payload).
+    """
+
+    reason: str
+    place: str
+    kind: str
+    record: bytes
+    meta: dict[str, Any] = field(default_factory=dict)
+    ts: float = 0.0
+    id: int = 0
+
 
 _Op = tuple[Callable[[sqlite3.Connection], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
 
@@ -112,9 +145,14 @@ class Store:
             try:
                 db.execute("BEGIN IMMEDIATE")
                 for fn, _loop, _fut in batch:
+                    # A savepoint per operation: one that fails leaves no partial effect.
+                    db.execute("SAVEPOINT op")
                     try:
                         results.append((fn(db), None))
+                        db.execute("RELEASE op")
                     except sqlite3.Error as exc:
+                        db.execute("ROLLBACK TO op")
+                        db.execute("RELEASE op")
                         results.append((None, StoreError(f"{self.path}: {exc}")))
                 db.execute("COMMIT")
                 self.commits += 1
@@ -152,18 +190,37 @@ class Store:
 
         return await self.call(op)
 
-    async def append(self, items: Sequence[tuple[int, bytes]]) -> list[int]:
-        """Store (box id, record) pairs durably; return their sequence numbers."""
+    async def append(
+        self, units: Sequence[tuple[DedupKey | None, Sequence[tuple[int, bytes]]]]
+    ) -> list[list[int] | None]:
+        """Store records durably, one unit per event; return the seqs, None for a duplicate.
 
-        def op(db: sqlite3.Connection) -> list[int]:
-            start = self._next_seq
-            seqs = list(range(start, start + len(items)))
-            db.executemany(
-                "INSERT INTO outbox(seq, box, record) VALUES (?, ?, ?)",
-                [(s, box, rec) for s, (box, rec) in zip(seqs, items, strict=True)],
-            )
-            self._next_seq = start + len(items)
-            return seqs
+        A unit with a dedup key is skipped entirely when (source, id) was seen
+        before; otherwise the key is remembered in the same transaction, so a
+        crash can never separate "delivered locally" from "remembered".
+        """
+
+        def op(db: sqlite3.Connection) -> list[list[int] | None]:
+            now = time.time()
+            out: list[list[int] | None] = []
+            rows: list[tuple[int, int, float, bytes]] = []
+            seq = self._next_seq
+            for key, items in units:
+                if key is not None:
+                    cur = db.execute(
+                        "INSERT OR IGNORE INTO dedup(source, id, ts) VALUES (?, ?, ?)",
+                        (key[0], key[1], now),
+                    )
+                    if cur.rowcount == 0:
+                        out.append(None)
+                        continue
+                seqs = list(range(seq, seq + len(items)))
+                rows.extend((s, box, now, rec) for s, (box, rec) in zip(seqs, items, strict=True))
+                seq += len(items)
+                out.append(seqs)
+            db.executemany("INSERT INTO outbox(seq, box, ts, record) VALUES (?, ?, ?, ?)", rows)
+            self._next_seq = seq
+            return out
 
         return await self.call(op)
 
@@ -188,18 +245,174 @@ class Store:
 
         await self.call(op)
 
-    async def box_stats(self, box: int) -> tuple[int, int, int]:
-        """(entries, bytes, lowest seq or 0) of one box."""
+    async def box_stats(self, box: int) -> tuple[int, int]:
+        """(entries, bytes) of one box."""
 
-        def op(db: sqlite3.Connection) -> tuple[int, int, int]:
-            n, size, low = db.execute(
-                "SELECT count(*), coalesce(sum(length(record)), 0), coalesce(min(seq), 0) "
-                "FROM outbox WHERE box=?",
+        def op(db: sqlite3.Connection) -> tuple[int, int]:
+            n, size = db.execute(
+                "SELECT count(*), coalesce(sum(length(record)), 0) FROM outbox WHERE box=?",
                 (box,),
             ).fetchone()
-            return int(n), int(size), int(low)
+            return int(n), int(size)
 
         return await self.call(op)
+
+    async def evict(
+        self,
+        box: int,
+        place: str,
+        *,
+        after: int,
+        need: int = 0,
+        older_than: float = 0.0,
+        reason: str,
+    ) -> list[tuple[int, int]]:
+        """Move a box's oldest records with seq > ``after`` to the dead-letter queue.
+
+        Takes records until ``need`` bytes are freed, or every record older than
+        ``older_than`` (a timestamp). Returns (seq, size) of what was moved.
+        """
+
+        def op(db: sqlite3.Connection) -> list[tuple[int, int]]:
+            moved: list[tuple[int, int]] = []
+            freed = 0
+            cur = db.execute(
+                "SELECT seq, ts, record FROM outbox WHERE box=? AND seq>? ORDER BY seq",
+                (box, after),
+            )
+            now = time.time()
+            dead = []
+            for seq, ts, rec in cur:
+                if need and freed >= need:
+                    break
+                if not need and ts >= older_than:
+                    break
+                moved.append((seq, len(rec)))
+                freed += len(rec)
+                dead.append((now, reason, place, "event", "{}", rec))
+            cur.close()
+            db.executemany(
+                "INSERT INTO dlq(ts, reason, place, kind, meta, record) VALUES (?,?,?,?,?,?)", dead
+            )
+            db.executemany("DELETE FROM outbox WHERE seq=?", [(s,) for s, _ in moved])
+            return moved
+
+        return await self.call(op)
+
+    # -- dedup window ------------------------------------------------------------------
+
+    async def prune_dedup(self, max_entries: int, max_age: float) -> int:
+        """Forget (source, id) pairs beyond the window; return how many were dropped."""
+
+        def op(db: sqlite3.Connection) -> int:
+            n = 0
+            if max_age > 0:
+                n += db.execute("DELETE FROM dedup WHERE ts < ?", (time.time() - max_age,)).rowcount
+            row = db.execute(
+                "SELECT ts FROM dedup ORDER BY ts DESC LIMIT 1 OFFSET ?", (max_entries,)
+            ).fetchone()
+            if row is not None:
+                n += db.execute("DELETE FROM dedup WHERE ts <= ?", (row[0],)).rowcount
+            return n
+
+        return await self.call(op)
+
+    # -- dead letters ------------------------------------------------------------------
+
+    async def dead_letter(self, entries: Sequence[DeadLetter]) -> list[int]:
+        def op(db: sqlite3.Connection) -> list[int]:
+            ids = []
+            for e in entries:
+                cur = db.execute(
+                    "INSERT INTO dlq(ts, reason, place, kind, meta, record) VALUES (?,?,?,?,?,?)",
+                    (
+                        e.ts or time.time(),
+                        e.reason,
+                        e.place,
+                        e.kind,
+                        orjson.dumps(e.meta).decode(),
+                        e.record,
+                    ),
+                )
+                ids.append(int(cur.lastrowid or 0))
+            return ids
+
+        return await self.call(op)
+
+    async def dead_letters(
+        self, *, limit: int = 100, after: int = 0, ids: Sequence[int] | None = None
+    ) -> list[DeadLetter]:
+        def op(db: sqlite3.Connection) -> list[DeadLetter]:
+            if ids is not None:
+                marks = ",".join("?" * len(ids)) or "NULL"
+                rows = db.execute(
+                    "SELECT id, ts, reason, place, kind, meta, record FROM dlq "
+                    f"WHERE id IN ({marks}) ORDER BY id",
+                    list(ids),
+                ).fetchall()
+            else:
+                rows = db.execute(
+                    "SELECT id, ts, reason, place, kind, meta, record FROM dlq WHERE id > ? "
+                    "ORDER BY id LIMIT ?",
+                    (after, limit),
+                ).fetchall()
+            return [
+                DeadLetter(reason, place, kind, bytes(rec), orjson.loads(meta), ts, i)
+                for i, ts, reason, place, kind, meta, rec in rows
+            ]
+
+        return await self.call(op)
+
+    async def dlq_count(self) -> int:
+        def op(db: sqlite3.Connection) -> int:
+            return int(db.execute("SELECT count(*) FROM dlq").fetchone()[0])
+
+        return await self.call(op)
+
+    async def dlq_delete(self, ids: Sequence[int] | None = None) -> int:
+        """Delete these entries (all of them when ``ids`` is None); return how many."""
+
+        def op(db: sqlite3.Connection) -> int:
+            if ids is None:
+                return int(db.execute("DELETE FROM dlq").rowcount)
+            return int(db.executemany("DELETE FROM dlq WHERE id=?", [(i,) for i in ids]).rowcount)
+
+        return await self.call(op)
+
+    async def move_to_dlq(self, seq: int, reason: str, place: str) -> None:
+        """Move one outbox record to the dead-letter queue, atomically."""
+
+        def op(db: sqlite3.Connection) -> None:
+            row = db.execute("SELECT record FROM outbox WHERE seq=?", (seq,)).fetchone()
+            if row is None:
+                return
+            db.execute(
+                "INSERT INTO dlq(ts, reason, place, kind, meta, record) VALUES (?,?,?,?,?,?)",
+                (time.time(), reason, place, "event", "{}", row[0]),
+            )
+            db.execute("DELETE FROM outbox WHERE seq=?", (seq,))
+
+        await self.call(op)
+
+    async def redrive(self, entry_id: int, box: int) -> int | None:
+        """Move a dead-lettered event back into an outbox; return its new seq."""
+
+        def op(db: sqlite3.Connection) -> int | None:
+            row = db.execute("SELECT record FROM dlq WHERE id=?", (entry_id,)).fetchone()
+            if row is None:
+                return None
+            seq = self._next_seq
+            db.execute(
+                "INSERT INTO outbox(seq, box, ts, record) VALUES (?, ?, ?, ?)",
+                (seq, box, time.time(), row[0]),
+            )
+            db.execute("DELETE FROM dlq WHERE id=?", (entry_id,))
+            self._next_seq = seq + 1
+            return seq
+
+        return await self.call(op)
+
+    # -- small values ------------------------------------------------------------------
 
     async def get(self, key: str) -> bytes | None:
         def op(db: sqlite3.Connection) -> bytes | None:
