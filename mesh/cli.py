@@ -15,6 +15,7 @@ import json
 import logging
 import signal
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -132,6 +133,80 @@ def cmd_reload(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _call(method: str, url: str) -> Any:
+    req = urllib.request.Request(url, method=method, data=b"" if method != "GET" else None)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        body = json.loads(exc.read() or b"{}")
+        raise SystemExit(f"{method} {url}: {body.get('detail', exc)}") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise SystemExit(f"cannot reach {url}: {exc}") from exc
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    base = _admin_url(args) + "/api/dlq"
+    if args.action == "list":
+        data = _call("GET", f"{base}?limit={args.limit}")
+        if args.json:
+            print(json.dumps(data, indent=2))
+            return EXIT_OK
+        rows = []
+        for e in data["entries"]:
+            what = e.get("event") or e.get("message") or {}
+            name = what.get("id") or what.get("topic") or "-"
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["time"]))
+            rows.append([str(e["id"]), when, e["place"], str(name), e["reason"]])
+        print(_table(rows, ["ID", "TIME", "WHERE", "EVENT", "REASON"]))
+        print(f"{data['total']} dead letter(s)")
+        return EXIT_OK
+    if args.action == "show":
+        if not args.id:
+            raise SystemExit("mesh dlq show ID")
+        print(json.dumps(_call("GET", f"{base}/{args.id}"), indent=2))
+        return EXIT_OK
+    if args.action == "redrive":
+        if args.all == bool(args.id):
+            raise SystemExit("mesh dlq redrive ID, or mesh dlq redrive --all")
+        data = _call("POST", f"{base}/redrive" if args.all else f"{base}/{args.id}/redrive")
+        print(f"redriven: {len(data['redriven'])}")
+        for s in data["skipped"]:
+            print(f"  not redriven {s['id']}: {s['reason']}")
+        return EXIT_OK if not data["skipped"] else EXIT_FAILURE
+    data = _call("DELETE", base)
+    print(f"purged: {data['purged']}")
+    return EXIT_OK
+
+
+def cmd_egress(args: argparse.Namespace) -> int:
+    base = _admin_url(args) + "/api/egress"
+    if args.action == "resume":
+        if args.index is None:
+            raise SystemExit("mesh egress resume INDEX")
+        data = _call("POST", f"{base}/{args.index}/resume")
+        print(f"egress[{args.index}]: {'resumed' if data['resumed'] else 'was not paused'}")
+        return EXIT_OK
+    data = _call("GET", base)
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return EXIT_OK
+    rows = [
+        [
+            str(e["index"]),
+            e["to"],
+            e["topic"],
+            e["target"],
+            e["mode"],
+            str(e["outbox"]),
+            e["paused"] or "",
+        ]
+        for e in data["egress"]
+    ]
+    print(_table(rows, ["#", "TO", "TOPIC", "TARGET", "MODE", "OUTBOX", "PAUSED"]))
+    return EXIT_OK
+
+
 def _admin_url(args: argparse.Namespace) -> str:
     if args.url:
         return str(args.url).rstrip("/")
@@ -221,6 +296,20 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--url", help="the node's admin URL, e.g. http://127.0.0.1:7401")
         q.add_argument("--json", action="store_true")
         q.set_defaults(func=fn)
+    d = sub.add_parser("dlq", help="the dead-letter queue of a running node")
+    d.add_argument("action", choices=["list", "show", "redrive", "purge"])
+    d.add_argument("id", nargs="?")
+    d.add_argument("--all", action="store_true", help="redrive every entry")
+    d.add_argument("--limit", type=int, default=100)
+    e = sub.add_parser("egress", help="egress rules of a running node; resume a paused one")
+    e.add_argument("action", choices=["list", "resume"], nargs="?", default="list")
+    e.add_argument("index", nargs="?", type=int)
+    for q in (d, e):
+        q.add_argument("-c", "--config", help="the node's configuration file")
+        q.add_argument("--url", help="the node's admin URL, e.g. http://127.0.0.1:7401")
+        q.add_argument("--json", action="store_true")
+    d.set_defaults(func=cmd_dlq)
+    e.set_defaults(func=cmd_egress)
     return p
 
 

@@ -8,13 +8,14 @@ they deleted. :meth:`Outbox.rewind` puts every unacknowledged record back in
 line (after a link drops, or a publish failed), so nothing is lost and order
 is kept.
 
-Each outbox is bounded by bytes and age (:class:`OutboxPolicy`). When a new
-record does not fit, the overflow policy decides: ``block`` refuses it
-(:class:`~mesh.errors.Backpressure`: ingress stops acknowledging, HTTP
-answers 503), ``drop-oldest`` moves the oldest records not yet handed to the
-consumer to the dead-letter queue, ``reject-new`` sends the new record there.
-Records older than ``max_age`` expire to the dead-letter queue. Every such
-drop is counted.
+Each outbox is bounded by bytes and age (:class:`OutboxPolicy`); the byte
+bound may be exceeded by one routing batch (an empty outbox takes any one
+batch, so nothing can stall forever). When a new record does not fit, the
+overflow policy decides: ``block`` refuses it (:class:`~mesh.errors.Backpressure`:
+ingress stops acknowledging, HTTP answers 503), ``drop-oldest`` moves the oldest
+records not yet handed to the consumer to the dead-letter queue, ``reject-new``
+sends the new record there. Records older than ``max_age`` expire to the
+dead-letter queue. Every such drop is counted.
 
 Appends from one routing decision go through :meth:`Outboxes.put`, one group
 commit for all the outboxes involved. A bounded tail cache in memory serves a
@@ -75,6 +76,7 @@ class Outbox:
         self._changed = asyncio.Event()
         self._space = asyncio.Event()
         self._space.set()
+        self._freed = asyncio.Event()
 
     async def _load(self) -> None:
         self.depth, self.bytes = await self.store.box_stats(self.box)
@@ -87,7 +89,10 @@ class Outbox:
     # -- producer side -------------------------------------------------------------------
 
     def fits(self, size: int) -> bool:
-        return not self.policy.max_bytes or self.bytes + size <= self.policy.max_bytes
+        """Whether ``size`` more bytes may be appended. An empty outbox takes any one
+        batch, so a batch larger than the bound cannot stall forever."""
+        limit = self.policy.max_bytes
+        return not limit or not self.bytes or self.bytes + size <= limit
 
     def _update_space(self) -> None:
         if self.policy.max_bytes and self.bytes >= self.policy.max_bytes:
@@ -96,7 +101,9 @@ class Outbox:
             self._space.set()
 
     async def wait_for_space(self) -> None:
-        await self._space.wait()
+        """Wait until records leave the outbox (delivered, dead-lettered or expired)."""
+        self._freed.clear()
+        await self._freed.wait()
 
     async def make_room(self, size: int) -> int:
         """drop-oldest: dead-letter the oldest records not in flight to fit ``size`` bytes."""
@@ -139,6 +146,7 @@ class Outbox:
                 self._cache_bytes -= len(rec)
         self.dropped += len(moved)
         self._update_space()
+        self._freed.set()
 
     def _appended(self, seqs: Sequence[int], records: Sequence[bytes]) -> None:
         for seq, rec in zip(seqs, records, strict=True):
@@ -197,6 +205,8 @@ class Outbox:
             if rec is not None:
                 self._cache_bytes -= len(rec)
         self._update_space()
+        if done:
+            self._freed.set()
         return done
 
     async def ack(self, seqs: Iterable[int]) -> None:

@@ -271,6 +271,15 @@ def test_binary_encoded_control_character_is_rejected() -> None:
         decode_http({**CE_HEADERS, "ce-subject": "a%0Ab"}, b"")
 
 
+@pytest.mark.parametrize("value", ["a\x01b", "a\tb", "a\x7fb"])
+def test_binary_raw_control_character_is_rejected(value: str) -> None:
+    # Not percent-encoded: the value takes the fast path and is still checked.
+    with pytest.raises(InvalidEvent, match="control character"):
+        decode_http({**CE_HEADERS, "ce-subject": value}, b"")
+    with pytest.raises(InvalidEvent, match="control character"):
+        decode_http({**CE_HEADERS, "content-type": "text/plain", "ce-subject": value}, b"")
+
+
 def test_encode_binary_headers() -> None:
     ev = event(b"<x/>", datacontenttype="application/xml", subject="Euro € 😀", n=42, f=True)
     headers, body = encode_http(ev, Mode.BINARY)

@@ -269,11 +269,30 @@ def test_missing_required_attribute(missing: str) -> None:
         ("with_underscore", "x"),
         ("ext", "line\nbreak"),
         ("ext", "c1\x85control"),
+        ("ext", "del\x7fchar"),  # DEL is written raw, without a backslash
+        ("ext", "nul\x00char"),
     ],
 )
 def test_rule_violations_are_rejected(member: str, value: object) -> None:
     with pytest.raises(InvalidEvent):
         decode_structured(body(**{member: value}))
+
+
+def test_backslash_escapes_are_checked_wherever_they_are() -> None:
+    # Without any backslash in the text no string can hold a C0 control
+    # character, and the validator skips that scan; with one anywhere (here
+    # in data), attribute values are scanned and a clean event still passes.
+    ev = decode_structured(body(subject="a/b", data={"path": "C:\\x"}))
+    assert ev.attrs["subject"] == "a/b"
+    assert ev.data == b'{"path":"C:\\\\x"}'
+    raw = b'{"specversion":"1.0","id":"1","source":"s","type":"t","ext":"a\\u0001b"}'
+    with pytest.raises(InvalidEvent, match="control character"):
+        decode_structured(raw)
+    batch = b"[" + body(id="ok") + b"," + raw + b"]"
+    ok, bad = decode_batch(batch)
+    assert isinstance(ok, Event)
+    assert isinstance(bad, InvalidEvent)
+    assert "control character" in bad.reason
 
 
 def test_long_names_and_names_starting_with_a_digit_are_legal() -> None:

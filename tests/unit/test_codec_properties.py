@@ -20,7 +20,7 @@ from functools import partial
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mesh.codec import (
@@ -371,6 +371,56 @@ def test_fast_validator_agrees_with_validate_attributes(
         if all(type(v) is str for v in attrs.values()):
             joined = "".join(str(v) for v in attrs.values())
             assert verdict(partial(validate_attributes, joined=joined), attrs) == expected
+            # The JSON decoder's shortcut: no C0 control character anywhere.
+            if not any("\x00" <= c <= "\x1f" for c in joined):
+                check = partial(validate_attributes, joined=joined, c0_free=True)
+                assert verdict(check, attrs) == expected
+
+
+MINIMAL: dict[str, AttrValue] = {"specversion": "1.0", "id": "1", "source": "s", "type": "t"}
+string_values = st.one_of(
+    text,
+    st.from_regex(r"[ -~]{0,12}", fullmatch=True),  # printable ASCII
+    st.sampled_from(["1.0", "0.3", "", "a\x00b", "tab\tx", "c\x9fd", "del\x7f", "é", "ok"]),
+)
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.fixed_dictionaries(
+        {
+            "specversion": st.just("1.0"),
+            "id": string_values,
+            "source": string_values,
+            "type": string_values,
+        }
+    ),
+    st.dictionaries(attr_names.filter(lambda n: n != "data"), string_values, max_size=6),
+    st.sets(st.sampled_from(["specversion", "id", "source", "type"])),
+)
+@example({**MINIMAL, "id": "del\x7f"}, {}, set())
+@example(MINIMAL, {"e": "c\x9fd"}, set())
+@example(MINIMAL, {"Ext": "x"}, set())
+@example(MINIMAL, {"specversion": "0.3"}, set())
+@example(MINIMAL, {}, {"specversion"})
+@example(MINIMAL, {}, {"id"})
+@example(MINIMAL, {}, {"source"})
+@example(MINIMAL, {}, {"type"})
+def test_structured_decoder_agrees_with_validate_attributes(
+    base: dict[str, AttrValue], extra: dict[str, AttrValue], dropped: set[str]
+) -> None:
+    # The JSON decoder has the fast path inline; with only string members its
+    # verdict must be exactly the full check's, first time and once the names
+    # are remembered.
+    full = {**base, **extra}
+    for attrs in (base, full, {k: v for k, v in full.items() if k not in dropped}):
+        expected = verdict(_validate_fully, attrs)
+        assert verdict(decode_json_members, attrs) == expected
+        assert verdict(decode_json_members, attrs) == expected
+
+
+def decode_json_members(attrs: dict[str, AttrValue]) -> None:
+    decode_structured(orjson.dumps(attrs))
 
 
 def verdict(
