@@ -22,7 +22,7 @@ from mesh.bridge import Bridge, Message
 from mesh.codec import Mode, encode_http, encode_mqtt, encode_nats
 from mesh.config import EgressRule as EgressConfig
 from mesh.config import MeshConfig
-from mesh.envelope import Envelope, decode_record
+from mesh.envelope import Envelope
 from mesh.errors import EventError, LinkProtocolError, TemplateError
 from mesh.lifecycle import Drain
 from mesh.metrics import Metrics
@@ -214,7 +214,7 @@ class EgressWorker:
         ids: list[str] = []
         for seq, rec in records:
             try:
-                env = decode_record(rec)
+                env = self.outbox.envelope(seq, rec)
                 msg = rule.encode(env)
             except (TemplateError, EventError, LinkProtocolError) as exc:
                 # Cannot succeed on retry: the policy's final step applies at once.

@@ -18,7 +18,6 @@ import os
 import re
 import time
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from mesh.errors import InvalidEvent
@@ -257,6 +256,16 @@ def new_event_id() -> str:
     return f"{_prefix}-{time.time_ns() // 1000:x}-{_counter:x}"
 
 
+_second = -1
+_second_text = ""
+
+
 def now_rfc3339() -> str:
     """The current time as an RFC 3339 timestamp in UTC with microseconds."""
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    global _second, _second_text
+    t = time.time()
+    sec = int(t)
+    if sec != _second:  # formatting the date costs more than the rest: once a second
+        _second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        _second = sec
+    return f"{_second_text}.{int((t - sec) * 1_000_000):06d}Z"

@@ -33,6 +33,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from mesh.envelope import Envelope, decode_record
 from mesh.store import DedupKey, Store
 
 __all__ = ["Outbox", "OutboxPolicy", "Outboxes", "Unit"]
@@ -69,6 +70,7 @@ class Outbox:
         self._cursor = 0  # highest seq handed to the consumer
         self._inflight: dict[int, int] = {}  # seq -> size, handed out and not yet acked
         self._cache: OrderedDict[int, bytes] = OrderedDict()
+        self._decoded: dict[int, Envelope] = {}  # decoded form of cached records, if known
         self._cache_bytes = 0
         self._cache_limit = cache_bytes
         self._uncached_upto = 0  # every seq <= this may exist only in the database
@@ -144,21 +146,31 @@ class Outbox:
             rec = self._cache.pop(seq, None)
             if rec is not None:
                 self._cache_bytes -= len(rec)
+            self._decoded.pop(seq, None)
         self.dropped += len(moved)
         self._update_space()
         self._freed.set()
 
-    def _appended(self, seqs: Sequence[int], records: Sequence[bytes]) -> None:
-        for seq, rec in zip(seqs, records, strict=True):
+    def _appended(
+        self,
+        seqs: Sequence[int],
+        records: Sequence[bytes],
+        envelopes: Sequence[Envelope | None] | None = None,
+    ) -> None:
+        envs = envelopes or [None] * len(seqs)
+        for seq, rec, env in zip(seqs, records, envs, strict=True):
             size = len(rec)
             self.depth += 1
             self.bytes += size
             self._cache[seq] = rec
             self._cache_bytes += size
+            if env is not None:
+                self._decoded[seq] = env
         self._last = max(self._last, seqs[-1])
         while self._cache_bytes > self._cache_limit and self._cache:
             seq, rec = self._cache.popitem(last=False)
             self._cache_bytes -= len(rec)
+            self._decoded.pop(seq, None)
             self._uncached_upto = max(self._uncached_upto, seq)
         self._update_space()
         self._changed.set()
@@ -189,6 +201,12 @@ class Outbox:
                 continue
             await self._changed.wait()
 
+    def envelope(self, seq: int, record: bytes) -> Envelope:
+        """The decoded envelope of a record just read (no decoding if the producer's
+        copy is still cached); raises LinkProtocolError for a malformed record."""
+        env = self._decoded.get(seq)
+        return env if env is not None else decode_record(record)
+
     def rewind(self) -> None:
         """Hand every unacknowledged record to the consumer again, in order."""
         if self._inflight:
@@ -204,6 +222,7 @@ class Outbox:
             rec = self._cache.pop(s, None)
             if rec is not None:
                 self._cache_bytes -= len(rec)
+            self._decoded.pop(s, None)
         self._update_space()
         if done:
             self._freed.set()
@@ -243,8 +262,9 @@ class Outbox:
         return len(self._inflight)
 
 
-Unit = tuple[DedupKey | None, list[tuple[Outbox, bytes]]]
-"""One event's records: skipped as a whole if its dedup key was seen before."""
+Unit = tuple[DedupKey | None, list[tuple[Outbox, bytes, "Envelope | None"]]]
+"""One event's records, each with its decoded envelope when the producer has it;
+skipped as a whole if its dedup key was seen before."""
 
 
 class Outboxes:
@@ -293,18 +313,19 @@ class Outboxes:
 
     async def _put(self, units: Sequence[Unit]) -> int:
         results = await self.store.append(
-            [(key, [(ob.box, rec) for ob, rec in items]) for key, items in units]
+            [(key, [(ob.box, rec) for ob, rec, _env in items]) for key, items in units]
         )
-        per: dict[Outbox, tuple[list[int], list[bytes]]] = {}
+        per: dict[Outbox, tuple[list[int], list[bytes], list[Envelope | None]]] = {}
         duplicates = 0
         for (_key, items), seqs in zip(units, results, strict=True):
             if seqs is None:
                 duplicates += 1
                 continue
-            for (ob, rec), seq in zip(items, seqs, strict=True):
-                s, r = per.setdefault(ob, ([], []))
+            for (ob, rec, env), seq in zip(items, seqs, strict=True):
+                s, r, e = per.setdefault(ob, ([], [], []))
                 s.append(seq)
                 r.append(rec)
-        for ob, (s, r) in per.items():
-            ob._appended(s, r)
+                e.append(env)
+        for ob, (s, r, e) in per.items():
+            ob._appended(s, r, e)
         return duplicates

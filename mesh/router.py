@@ -50,24 +50,33 @@ class Router:
     async def route(self, envs: Sequence[Envelope], from_peer: str | None = None) -> int:
         """Make ``envs`` durable in their outboxes; return how many were routed anywhere."""
         units: list[Unit] = []
+        dead: list[DeadLetter] = []
         routed = 0
         for env in envs:
             levels = tuple(env.topic.split("/"))
             d = self.table.match(levels, env.event.attrs, env.dests)
-            remote: list[tuple[Outbox, bytes]] = []
+            remote: list[tuple[Outbox, bytes, Envelope | None]] = []
             for hop, dests in d.remote.items():
-                if hop == from_peer:
-                    continue
-                if env.hops + 1 > MAX_HOPS:
-                    self.metrics.inc("mesh_dead_letters_total", reason="hop limit")
-                    log.warning("event %s dropped: hop limit %d reached", env.event.id, MAX_HOPS)
-                    continue
+                # The next hop may be the peer the event came from: while routes
+                # change, the upstream node can still have picked this one. Sending it
+                # back follows the current table; the hop limit bounds a transient loop.
                 fwd = Envelope(env.event, env.topic, env.origin, env.hops + 1, frozenset(dests))
-                remote.append((await self.peer_box(hop), encode_record(fwd)))
+                if fwd.hops > MAX_HOPS:
+                    dead.append(
+                        DeadLetter(
+                            f"hop limit {MAX_HOPS} reached",
+                            f"peer:{hop}",
+                            "event",
+                            encode_record(fwd),
+                        )
+                    )
+                    continue
+                remote.append((await self.peer_box(hop), encode_record(fwd), None))
             if d.local:
-                rec = encode_record(Envelope(env.event, env.topic, env.origin, env.hops))
+                local = Envelope(env.event, env.topic, env.origin, env.hops)
+                rec = encode_record(local)
                 boxes = [self.egress_boxes[i] for i in d.local if i in self.egress_boxes]
-                units.append((env.event.key, [(box, rec) for box in boxes]))
+                units.append((env.event.key, [(box, rec, local) for box in boxes]))
             if remote:
                 units.append((None, remote))
             if d.local or remote:
@@ -76,6 +85,10 @@ class Router:
                 self.metrics.inc("mesh_unrouted_events_total")
         await self._apply_bounds(units)
         duplicates = await self.outboxes.put(units)
+        if dead:
+            await self.outboxes.store.dead_letter(dead)
+            self.metrics.inc("mesh_dead_letters_total", len(dead), reason="hop limit")
+            log.warning("%d events dead-lettered: hop limit %d reached", len(dead), MAX_HOPS)
         if duplicates:
             self.metrics.inc("mesh_link_duplicates_total", duplicates, peer=from_peer or "local")
         return routed
@@ -83,7 +96,7 @@ class Router:
     async def _apply_bounds(self, units: list[Unit]) -> None:
         need: dict[Outbox, int] = {}
         for _key, items in units:
-            for box, rec in items:
+            for box, rec, _env in items:
                 need[box] = need.get(box, 0) + len(rec)
         full = [box for box, size in need.items() if not box.fits(size)]
         if not full:
@@ -101,10 +114,10 @@ class Router:
             elif box.policy.overflow == "reject-new":
                 dead: list[DeadLetter] = []
                 for i, (key, items) in enumerate(units):
-                    keep = [(b, rec) for b, rec in items if b is not box]
+                    keep = [(b, rec, env) for b, rec, env in items if b is not box]
                     dead += [
                         DeadLetter("outbox full (reject-new)", box.name, "event", rec)
-                        for b, rec in items
+                        for b, rec, _env in items
                         if b is box
                     ]
                     units[i] = (key, keep)

@@ -46,10 +46,15 @@ class NodeProcess:
         self.log = workdir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
+    def command(self) -> list[str]:
+        if os.environ.get("MESH_CPROFILE_NODE") == self.name:  # for profiling runs only
+            return [sys.executable, os.environ["MESH_CPROFILE_SCRIPT"], str(self.file)]
+        return [sys.executable, "-m", "mesh.cli", "run", str(self.file), "--log-level", "info"]
+
     def start(self) -> None:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "mesh.cli", "run", str(self.file), "--log-level", "info"],
+                self.command(),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

@@ -53,4 +53,8 @@ async def test_cut_link_reroutes_the_other_way_and_restoring_it_creates_no_dupli
         assert a.metrics.get("mesh_link_sent_events_total", peer="d") > 0
         assert [r.next_hop for r in a.table.routes() if r.origin == "b"] == ["b"]
         for n in names:
-            assert net.node(n).table.looped == 0, f"{n} received its own interest back"
+            node = net.node(n)
+            assert node.table.looped == 0, f"{n} received its own interest back"
+            # No hop dropped an event in transit while the routes changed.
+            assert node.metrics.total("mesh_unrouted_events_total") == 0, n
+            assert node.metrics.total("mesh_dead_letters_total") == 0, n
