@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 10.0
 PUBLISH_TIMEOUT = 30.0
 RECV_BUFFER = 256 * 1024
+READ_SLICE = 64  # packets parsed per turn of the event loop
+_PUBACK = 0x40
 
 
 class _BufferedSocket:
@@ -123,6 +125,28 @@ class _Client(mqtt.Client):
         if on_message is not None:
             on_message(self, self._userdata, message)
 
+    def loop_write(self) -> MQTTErrorCode:
+        """Send queued PUBACKs as one write: paho writes each packet separately,
+        one system call per acknowledged message."""
+        q = self._out_packet
+        if len(q) > 1 and q[0]["command"] == _PUBACK and q[0]["pos"] == 0:
+            parts = []
+            while q and q[0]["command"] == _PUBACK and q[0]["pos"] == 0:
+                parts.append(q.popleft()["packet"])
+            data = b"".join(parts)
+            q.appendleft(
+                {
+                    "command": _PUBACK,
+                    "mid": 0,
+                    "qos": 0,
+                    "pos": 0,
+                    "to_process": len(data),
+                    "packet": data,
+                    "info": None,
+                }
+            )
+        return super().loop_write()
+
 
 class _Lost:
     def __init__(self, reason: str) -> None:
@@ -171,6 +195,7 @@ class MqttBridge:
         self._connected = False
         self._sock: Any = None
         self._misc: asyncio.Task[None] | None = None
+        self._more = False  # a _continue_reading is scheduled
 
     # -- the socket on the event loop ------------------------------------------------
 
@@ -186,12 +211,26 @@ class MqttBridge:
             self._loop.add_reader(sock.fileno(), self._on_readable)
 
     def _on_readable(self) -> None:
+        """Parse what arrived, a slice at a time so other work is not held up.
+
+        The socket is read 256 KiB at a time, hundreds of packets; after
+        ``READ_SLICE`` of them the rest waits for the next turn of the loop
+        (scheduled here, since the OS will not signal data already read).
+        """
         c = self._client
-        while True:
+        for _ in range(READ_SLICE):
             rc = c.loop_read()
             sock = self._sock
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or sock is None or not sock.pending():
-                break
+                return
+        if self._loop is not None and not self._more:
+            self._more = True
+            self._loop.call_soon(self._continue_reading)
+
+    def _continue_reading(self) -> None:
+        self._more = False
+        if self._sock is not None:
+            self._on_readable()
 
     def _on_socket_close(self, client: Any, userdata: Any, sock: Any) -> None:
         self._unwatch(sock)

@@ -135,6 +135,7 @@ class EgressWorker:
         self.failures: dict[int, tuple[int, float]] = {}  # seq -> (attempts, first failure)
         self.paused: str | None = None
         self._resume = asyncio.Event()
+        self._acking: asyncio.Task[None] | None = None
 
     def resume(self) -> None:
         if self.paused is not None:
@@ -143,21 +144,42 @@ class EgressWorker:
         self._resume.set()
 
     async def run(self) -> None:
-        while True:
-            records = await self.outbox.read(self.batch)
-            bridge = await self.bridge()
-            async with self.drain.work():
-                delay = await self._deliver(bridge, records)
-            if self.paused is not None:
-                self.outbox.rewind()
-                self._resume.clear()
-                await self._resume.wait()
-                self.backoff.reset()
-            elif delay is not None:
-                self.outbox.rewind()
-                await asyncio.sleep(delay)
-            else:
-                self.backoff.reset()
+        try:
+            while True:
+                records = await self.outbox.read(self.batch)
+                bridge = await self.bridge()
+                async with self.drain.work():
+                    delay = await self._deliver(bridge, records)
+                if self.paused is not None:
+                    await self._settle()
+                    self.outbox.rewind()
+                    self._resume.clear()
+                    await self._resume.wait()
+                    self.backoff.reset()
+                elif delay is not None:
+                    await self._settle()
+                    self.outbox.rewind()
+                    await asyncio.sleep(delay)
+                else:
+                    self.backoff.reset()
+        finally:
+            await self._settle()
+
+    async def _settle(self) -> None:
+        """Wait for the previous batch's acknowledgement to be committed."""
+        task, self._acking = self._acking, None
+        if task is not None:
+            await asyncio.shield(task)
+
+    async def _ack(self, seqs: list[int]) -> None:
+        """Acknowledge a delivered batch without waiting for the commit.
+
+        The next batch is published while the store deletes this one; at most
+        one acknowledgement is outstanding, and it is settled before any rewind.
+        """
+        await self._settle()
+        if seqs:
+            self._acking = asyncio.create_task(self.outbox.ack(seqs), name=f"{self.rule.name}.ack")
 
     async def _give_up(self, seq: int, event_id: str | None, reason: str) -> bool:
         """Apply ``on_error.then`` to one event; False if the worker must pause."""
@@ -228,7 +250,7 @@ class EgressWorker:
             return None
         results = await bridge.publish(msgs)
         done = [seq for seq, res in zip(seqs, results, strict=True) if res is None]
-        await self.outbox.ack(done)
+        await self._ack(done)
         for seq in done:
             self.failures.pop(seq, None)
         if done:

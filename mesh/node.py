@@ -53,6 +53,9 @@ from mesh.store import Store
 __all__ = ["Node"]
 
 log = logging.getLogger(__name__)
+# Messages taken from a broker per ingress batch: enough to share commits, few enough
+# that routing one batch holds the event loop for only a few milliseconds.
+INGRESS_BATCH = 512
 
 
 class Node:
@@ -426,7 +429,7 @@ class Node:
 
     async def _ingress_loop(self, name: str, bridge: Bridge) -> None:
         while not self._stopping.is_set():
-            batch = await bridge.receive(512)
+            batch = await bridge.receive(INGRESS_BATCH)
             while True:
                 if self._stopping.is_set():
                     for d in batch:
