@@ -91,7 +91,7 @@ def _tune_gc() -> None:
     """
     gc.collect()
     gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
+    gc.set_threshold(20_000, 20, 20)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

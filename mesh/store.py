@@ -77,6 +77,7 @@ class DeadLetter:
     id: int = 0
 
 
+INSERT_CHUNK = 32
 _Op = tuple[Callable[[sqlite3.Connection], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
 
 
@@ -490,33 +491,41 @@ class Store:
 def _insert_rows(
     db: sqlite3.Connection, table: str, width: int, rows: Sequence[tuple[Any, ...]]
 ) -> None:
-    """INSERT many rows with few statements (executemany steps once per row, and
-    each step gives up the GIL)."""
-    per = 32_000 // width  # SQLite allows 32,766 parameters per statement
-    for i in range(0, len(rows), per):
-        chunk = rows[i : i + per]
+    """INSERT many rows with few statements: ``executemany`` steps once per row,
+    and each step gives up the GIL. Statements have a fixed size (``INSERT_CHUNK``
+    rows, the rest one by one): the connection caches prepared statements with
+    their last bound values, so a statement per batch size would keep megabytes
+    of old records alive."""
+    full = len(rows) - len(rows) % INSERT_CHUNK
+    if full:
         marks = "(" + ",".join("?" * width) + ")"
-        db.execute(
-            f"INSERT INTO {table} VALUES {','.join([marks] * len(chunk))}",
-            [v for row in chunk for v in row],
-        )
+        sql = f"INSERT INTO {table} VALUES {','.join([marks] * INSERT_CHUNK)}"
+        for i in range(0, full, INSERT_CHUNK):
+            db.execute(sql, [v for row in rows[i : i + INSERT_CHUNK] for v in row])
+    if full < len(rows):
+        db.executemany(f"INSERT INTO {table} VALUES ({','.join('?' * width)})", rows[full:])
+
+
+_SEEN_SQL = (
+    "SELECT d.source, d.id FROM (VALUES "
+    + ",".join(["(?,?)"] * 64)
+    + ") AS v JOIN dedup AS d ON d.source = v.column1 AND d.id = v.column2"
+)
 
 
 def _seen_keys(db: sqlite3.Connection, keys: list[DedupKey]) -> set[DedupKey]:
-    """Which of ``keys`` the dedup window holds, in a few queries rather than one each."""
+    """Which of ``keys`` the dedup window holds, 64 keys per query.
+
+    A join, not "(source, id) IN (VALUES ...)": SQLite scans the whole table for
+    the latter (15 ms per 256 keys at 200k entries) but searches the primary key
+    for the join (0.25 ms). One fixed statement (the last chunk padded with a
+    repeated key), so the statement cache keeps one, not one per batch size.
+    """
     seen: set[DedupKey] = set()
-    for i in range(0, len(keys), 400):
-        chunk = keys[i : i + 400]
-        values = ",".join("(?,?)" for _ in chunk)
-        params = [part for key in chunk for part in key]
-        # A join, not "(source, id) IN (VALUES ...)": SQLite scans the whole table
-        # for the latter (15 ms per 256 keys at 200k entries), but searches the
-        # primary key for the join (0.25 ms).
-        rows = db.execute(
-            f"SELECT d.source, d.id FROM (VALUES {values}) AS v "
-            "JOIN dedup AS d ON d.source = v.column1 AND d.id = v.column2",
-            params,
-        )
+    for i in range(0, len(keys), 64):
+        chunk = keys[i : i + 64]
+        chunk += [chunk[-1]] * (64 - len(chunk))
+        rows = db.execute(_SEEN_SQL, [part for key in chunk for part in key])
         seen.update((str(a), str(b)) for a, b in rows)
     return seen
 
