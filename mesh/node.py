@@ -6,7 +6,12 @@ server (peer links, HTTP ingress, admin API), and runs in one TaskGroup:
 - ``bridge[<name>]`` — a supervisor per broker: connect, subscribe, feed
   ingress batches; on loss, reconnect with exponential backoff and jitter;
 - ``egress[<i>]`` — an outbox-to-broker worker per egress rule;
-- ``link[<peer>]`` — a dialer per configured peer, redialling with backoff.
+- ``link[<peer>]`` — a dialer per configured peer, redialling with backoff;
+- ``maintenance`` — expiring old outbox records, pruning the dedup window,
+  persisting the routes learned from peers.
+
+``reload()`` starts, stops or restarts only the tasks whose configuration
+changed.
 
 Leaving the block shuts down in order: stop receiving, let in-flight batches
 finish up to ``drain_timeout``, then cancel the rest and close the store.
@@ -21,7 +26,7 @@ import functools
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 import orjson
@@ -382,7 +387,7 @@ class Node:
 
     # -- bridges -------------------------------------------------------------------
 
-    def _bridge_getter(self, name: str) -> Any:
+    def _bridge_getter(self, name: str) -> Callable[[], Awaitable[Bridge]]:
         async def get() -> Bridge:
             while True:
                 await self._ready[name].wait()
@@ -459,7 +464,7 @@ class Node:
         names += [p for p in self.sessions if p not in names]
         for p in names:
             s = self.sessions.get(p)
-            box = self.outboxes._boxes.get(f"peer:{p}")
+            box = self.outboxes.find(f"peer:{p}")
             out.append(
                 {
                     "id": p,
