@@ -126,8 +126,10 @@ async def test_mqtt_egress_loses_nothing_when_node_b_is_killed(tmp_path: Path) -
         assert not missing, f"{len(missing)} events lost, e.g. {sorted(missing)[:5]}"
         duplicates = len(received) - len(set(received))
         print(f"MQTT egress duplicates after kill -9 of node B: {duplicates}")
-        # At most the batch node B had published but not yet committed as done.
-        assert duplicates <= 256
+        # At most what node B had published but not yet committed as done: the
+        # batch in flight and the previous one, whose acknowledgement commits
+        # while the next is published (docs/delivery.md).
+        assert duplicates <= 2 * 256
         sub.disconnect()
         sub.loop_stop()
     finally:
