@@ -213,11 +213,7 @@ class Ingress:
                     dead.append(self.reject(broker, d.message, r))
                 else:
                     envs.append(r)
-        if envs:
-            await self.router.route(envs)
-            self.metrics.inc("mesh_ingress_events_total", len(envs), broker=broker)
-        if dead:
-            await self.store.dead_letter(dead)
+        await self._commit(broker, envs, dead)
         for d in deliveries:
             await d.ack()
 
@@ -235,9 +231,13 @@ class Ingress:
                 rejected.append(r)
             else:
                 envs.append(r)
+        await self._commit(broker, envs, dead)
+        return envs, rejected
+
+    async def _commit(self, broker: str, envs: list[Envelope], dead: list[DeadLetter]) -> None:
+        """Route the valid events durably and dead-letter the invalid ones."""
         if envs:
             await self.router.route(envs)
             self.metrics.inc("mesh_ingress_events_total", len(envs), broker=broker)
         if dead:
             await self.store.dead_letter(dead)
-        return envs, rejected

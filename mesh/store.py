@@ -565,17 +565,4 @@ def _resolve_all(batch: list[_Op], results: list[tuple[Any, BaseException | None
 
 
 def _resolve(op: _Op, value: Any, error: BaseException | None) -> None:
-    _fn, loop, fut = op
-
-    def done() -> None:
-        if fut.done():
-            return
-        if error is not None:
-            fut.set_exception(error)
-        else:
-            fut.set_result(value)
-
-    try:
-        loop.call_soon_threadsafe(done)
-    except RuntimeError:  # the loop is closed: nobody waits any more
-        log.debug("store result dropped: event loop closed")
+    _resolve_all([op], [(value, error)])
