@@ -420,7 +420,7 @@ class MqttBridge:
                 continue
             props = None
             if self.v5 and (m.content_type or m.user_properties):
-                props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+                props = _FastProperties(PacketTypes.PUBLISH)
                 if m.content_type:
                     props.ContentType = m.content_type
                 if m.user_properties:

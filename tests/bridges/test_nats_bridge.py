@@ -1,0 +1,53 @@
+"""The NATS bridge against a real nats-server: a batch written at once arrives intact.
+
+The bridge writes a batch's PUB/HPUB commands into nats-py's pending buffer
+and flushes once; a nats-py upgrade that changes that buffer fails here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from bridges.nats import NatsBridge
+from mesh.bridge import Delivery, Message, Subscribe
+from mesh.config import NatsBroker
+from mesh.testing import NatsServer
+
+N = 1000
+
+
+async def _receive(bridge: NatsBridge, count: int, timeout: float = 20.0) -> list[Delivery]:
+    got: list[Delivery] = []
+    async with asyncio.timeout(timeout):
+        while len(got) < count:
+            got += await bridge.receive(count - len(got))
+    return got
+
+
+async def test_a_published_batch_arrives_intact_and_in_order(nats_server: NatsServer) -> None:
+    cfg = NatsBroker(kind="nats", url=nats_server.url)
+    sub = NatsBridge("sub", cfg, "bridge-test")
+    pub = NatsBridge("pub", cfg, "bridge-test")
+    await sub.connect([Subscribe("bt.*.readings")])
+    await pub.connect([])
+    msgs = [
+        Message(
+            f"bt.dev{i % 3}.readings",
+            b'{"n":%d,"pad":"%s"}' % (i, b"x" * 200),
+            # Every other message with headers: PUB and HPUB interleaved in one write.
+            headers={"ce-id": f"id-{i}", "Content-Type": "application/json"} if i % 2 else {},
+        )
+        for i in range(N)
+    ]
+    try:
+        assert await pub.publish(msgs) == [None] * N
+        got = await _receive(sub, N)
+        assert [d.message.payload for d in got] == [m.payload for m in msgs]
+        assert [d.message.topic for d in got] == [m.topic for m in msgs]
+        for d, m in zip(got, msgs, strict=True):
+            assert dict(d.message.headers) == dict(m.headers)
+            expected_ct = "application/json" if m.headers else None
+            assert d.message.content_type == expected_ct
+    finally:
+        await pub.close()
+        await sub.close()
