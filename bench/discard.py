@@ -14,6 +14,8 @@ import asyncio
 import json
 import sys
 
+from bench.proto import mqtt_packets
+
 __all__ = ["main"]
 
 
@@ -31,34 +33,18 @@ class _MqttDiscard(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         buf = self.buf
         buf += data
+        packets, used = mqtt_packets(buf)
         out: list[bytes] = []
-        i, n = 0, len(buf)
-        while i + 2 <= n:
-            first = buf[i]
-            length, mult, j = 0, 1, i + 1
-            complete = True
-            while True:
-                if j >= n:
-                    complete = False
-                    break
-                b = buf[j]
-                length += (b & 0x7F) * mult
-                j += 1
-                if not b & 0x80:
-                    break
-                mult *= 128
-            if not complete or j + length > n:
-                break
+        for first, start, _end in packets:
             kind = first >> 4
             if kind == 3:
                 _MqttDiscard.count += 1
                 if first & 0x06:
-                    tlen = (buf[j] << 8) | buf[j + 1]
-                    out.append(b"\x40\x02" + bytes(buf[j + 2 + tlen : j + 4 + tlen]))
+                    tlen = (buf[start] << 8) | buf[start + 1]
+                    out.append(b"\x40\x02" + bytes(buf[start + 2 + tlen : start + 4 + tlen]))
             elif kind == 1:
                 out.append(b"\x20\x02\x00\x00")
-            i = j + length
-        del buf[:i]
+        del buf[:used]
         if out and self.transport is not None:
             self.transport.write(b"".join(out))
 

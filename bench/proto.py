@@ -37,6 +37,7 @@ __all__ = [
     "Publisher",
     "SinkCounter",
     "mqtt_connect",
+    "mqtt_packets",
     "mqtt_publish",
     "open_progress",
     "parse_payload",
@@ -132,7 +133,7 @@ def mqtt_subscribe(pid: int, topic: str, qos: int = 1) -> bytes:
 MQTT_DISCONNECT = b"\xe0\x00"
 
 
-def _mqtt_packets(buf: bytearray) -> tuple[list[tuple[int, int, int]], int]:
+def mqtt_packets(buf: bytearray) -> tuple[list[tuple[int, int, int]], int]:
     """Complete packets in ``buf`` as (first byte, body start, body end), and bytes consumed."""
     out: list[tuple[int, int, int]] = []
     i, n = 0, len(buf)
@@ -341,7 +342,7 @@ class MqttPublisher(Publisher):
 
     def on_data(self) -> None:
         buf = self._buf
-        packets, used = _mqtt_packets(buf)
+        packets, used = mqtt_packets(buf)
         acked = 0
         amap, pseq = self.acked_map, self._pid_seq
         for first, start, _end in packets:
@@ -562,7 +563,7 @@ class MqttSubscriber(_Subscriber):
 
     def on_data(self) -> None:
         buf = self._buf
-        packets, used = _mqtt_packets(buf)
+        packets, used = mqtt_packets(buf)
         payloads: list[bytes] = []
         acks: list[bytes] = []
         for first, start, end in packets:
