@@ -66,7 +66,6 @@ class Outbox:
         self.policy = policy or OutboxPolicy()
         self.depth = 0  # entries stored, not yet acknowledged
         self.bytes = 0
-        self.dropped = 0
         self._cursor = 0  # highest seq handed to the consumer
         self._inflight: dict[int, int] = {}  # seq -> size, handed out and not yet acked
         self._cache: OrderedDict[int, bytes] = OrderedDict()
@@ -76,8 +75,6 @@ class Outbox:
         self._uncached_upto = 0  # every seq <= this may exist only in the database
         self._last = 0  # highest seq appended
         self._changed = asyncio.Event()
-        self._space = asyncio.Event()
-        self._space.set()
         self._freed = asyncio.Event()
 
     async def _load(self) -> None:
@@ -86,7 +83,6 @@ class Outbox:
         self._last = self._uncached_upto
         if self.depth:
             self._changed.set()
-        self._update_space()
 
     # -- producer side -------------------------------------------------------------------
 
@@ -95,12 +91,6 @@ class Outbox:
         batch, so a batch larger than the bound cannot stall forever."""
         limit = self.policy.max_bytes
         return not limit or not self.bytes or self.bytes + size <= limit
-
-    def _update_space(self) -> None:
-        if self.policy.max_bytes and self.bytes >= self.policy.max_bytes:
-            self._space.clear()
-        else:
-            self._space.set()
 
     async def wait_for_space(self) -> None:
         """Wait until records leave the outbox (delivered, dead-lettered or expired)."""
@@ -147,8 +137,6 @@ class Outbox:
             if rec is not None:
                 self._cache_bytes -= len(rec)
             self._decoded.pop(seq, None)
-        self.dropped += len(moved)
-        self._update_space()
         self._freed.set()
 
     def _appended(
@@ -172,7 +160,6 @@ class Outbox:
             self._cache_bytes -= len(rec)
             self._decoded.pop(seq, None)
             self._uncached_upto = max(self._uncached_upto, seq)
-        self._update_space()
         self._changed.set()
 
     # -- consumer side -------------------------------------------------------------------
@@ -223,7 +210,6 @@ class Outbox:
             if rec is not None:
                 self._cache_bytes -= len(rec)
             self._decoded.pop(s, None)
-        self._update_space()
         if done:
             self._freed.set()
         return done
@@ -254,7 +240,6 @@ class Outbox:
         self.bytes += size
         self._uncached_upto = self.store.last_seq
         self._last = self.store.last_seq
-        self._update_space()
         self._changed.set()
 
     @property
@@ -286,7 +271,6 @@ class Outboxes:
                 ob = self._boxes.setdefault(name, ob)
         if policy is not None:
             ob.policy = policy
-            ob._update_space()
         return ob
 
     def find(self, name: str) -> Outbox | None:

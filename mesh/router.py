@@ -122,6 +122,5 @@ class Router:
                     ]
                     units[i] = (key, keep)
                 await box.store.dead_letter(dead)
-                box.dropped += len(dead)
                 self.metrics.inc("mesh_dead_letters_total", len(dead), reason="reject-new")
                 log.warning("outbox %s full: %d new events dead-lettered", box.name, len(dead))
