@@ -77,7 +77,9 @@ class DeadLetter:
     id: int = 0
 
 
-INSERT_CHUNK = 32
+INSERT_CHUNK = 32  # rows per INSERT statement (see _insert_rows)
+DEDUP_CHUNK = 64  # keys per dedup lookup (see _seen_keys)
+_DLQ_INSERT = "INSERT INTO dlq(ts, reason, place, kind, meta, record) VALUES (?,?,?,?,?,?)"
 _Op = tuple[Callable[[sqlite3.Connection], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
 
 
@@ -351,10 +353,10 @@ class Store:
                 freed += len(rec)
                 dead.append((now, reason, place, "event", "{}", rec))
             cur.close()
+            db.executemany(_DLQ_INSERT, dead)
             db.executemany(
-                "INSERT INTO dlq(ts, reason, place, kind, meta, record) VALUES (?,?,?,?,?,?)", dead
+                "DELETE FROM outbox WHERE seq BETWEEN ? AND ?", _ranges([s for s, _ in moved])
             )
-            db.executemany("DELETE FROM outbox WHERE seq=?", [(s,) for s, _ in moved])
             return moved
 
         return await self.call(op)
@@ -384,7 +386,7 @@ class Store:
             ids = []
             for e in entries:
                 cur = db.execute(
-                    "INSERT INTO dlq(ts, reason, place, kind, meta, record) VALUES (?,?,?,?,?,?)",
+                    _DLQ_INSERT,
                     (
                         e.ts or time.time(),
                         e.reason,
@@ -447,7 +449,7 @@ class Store:
             if row is None:
                 return
             db.execute(
-                "INSERT INTO dlq(ts, reason, place, kind, meta, record) VALUES (?,?,?,?,?,?)",
+                _DLQ_INSERT,
                 (time.time(), reason, place, "event", "{}", row[0]),
             )
             db.execute("DELETE FROM outbox WHERE seq=?", (seq,))
@@ -508,13 +510,13 @@ def _insert_rows(
 
 _SEEN_SQL = (
     "SELECT d.source, d.id FROM (VALUES "
-    + ",".join(["(?,?)"] * 64)
+    + ",".join(["(?,?)"] * DEDUP_CHUNK)
     + ") AS v JOIN dedup AS d ON d.source = v.column1 AND d.id = v.column2"
 )
 
 
 def _seen_keys(db: sqlite3.Connection, keys: list[DedupKey]) -> set[DedupKey]:
-    """Which of ``keys`` the dedup window holds, 64 keys per query.
+    """Which of ``keys`` the dedup window holds, ``DEDUP_CHUNK`` keys per query.
 
     A join, not "(source, id) IN (VALUES ...)": SQLite scans the whole table for
     the latter (15 ms per 256 keys at 200k entries) but searches the primary key
@@ -522,9 +524,9 @@ def _seen_keys(db: sqlite3.Connection, keys: list[DedupKey]) -> set[DedupKey]:
     repeated key), so the statement cache keeps one, not one per batch size.
     """
     seen: set[DedupKey] = set()
-    for i in range(0, len(keys), 64):
-        chunk = keys[i : i + 64]
-        chunk += [chunk[-1]] * (64 - len(chunk))
+    for i in range(0, len(keys), DEDUP_CHUNK):
+        chunk = keys[i : i + DEDUP_CHUNK]
+        chunk += [chunk[-1]] * (DEDUP_CHUNK - len(chunk))
         rows = db.execute(_SEEN_SQL, [part for key in chunk for part in key])
         seen.update((str(a), str(b)) for a, b in rows)
     return seen
