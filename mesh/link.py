@@ -250,13 +250,7 @@ class LinkSession:
             except Backpressure as exc:
                 # Not acknowledged, so the peer's credit runs out and it stops sending:
                 # backpressure travels upstream hop by hop.
-                box = host.router.outboxes.find(exc.outbox)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(exc.retry_after):
-                        if box is not None:
-                            await box.wait_for_space()
-                        else:
-                            await asyncio.sleep(exc.retry_after)
+                await host.router.outboxes.wait_for_room(exc)
         self.received += count
         host.metrics.inc("mesh_link_received_events_total", count, peer=self.peer)
         # Acks are cumulative: the last batch's sequence number covers them all.

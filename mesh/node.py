@@ -447,14 +447,8 @@ class Node:
                 except Backpressure as exc:
                     # Nothing was written and nothing acked: the broker keeps the
                     # messages. Wait for room, then try the same batch again.
-                    box = self.outboxes.find(exc.outbox)
                     log.debug("broker %s: %s", name, exc)
-                    if box is not None:
-                        with contextlib.suppress(TimeoutError):
-                            async with asyncio.timeout(exc.retry_after):
-                                await box.wait_for_space()
-                    else:
-                        await asyncio.sleep(exc.retry_after)
+                    await self.outboxes.wait_for_room(exc)
 
     # -- introspection ---------------------------------------------------------------
 

@@ -27,6 +27,7 @@ flight, so a backlog of millions costs disk, not memory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from mesh.envelope import Envelope, decode_record
+from mesh.errors import Backpressure
 from mesh.store import DedupKey, Store
 
 __all__ = ["Outbox", "OutboxPolicy", "Outboxes", "Unit"]
@@ -275,6 +277,16 @@ class Outboxes:
 
     def find(self, name: str) -> Outbox | None:
         return self._boxes.get(name)
+
+    async def wait_for_room(self, full: Backpressure) -> None:
+        """After ``full``, wait until its outbox frees space, at most its ``retry_after``."""
+        box = self.find(full.outbox)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(full.retry_after):
+                if box is not None:
+                    await box.wait_for_space()
+                else:
+                    await asyncio.sleep(full.retry_after)
 
     async def remove(self, name: str) -> None:
         """Delete an outbox and everything in it."""
