@@ -52,6 +52,7 @@ class Router:
         units: list[Unit] = []
         dead: list[DeadLetter] = []
         routed = 0
+        hop_boxes: dict[str, Outbox] = {}  # one lookup per next hop, not per event
         for env in envs:
             levels = tuple(env.topic.split("/"))
             d = self.table.match(levels, env.event.attrs, env.dests)
@@ -71,7 +72,10 @@ class Router:
                         )
                     )
                     continue
-                remote.append((await self.peer_box(hop), encode_record(fwd), None))
+                box = hop_boxes.get(hop)
+                if box is None:
+                    box = hop_boxes[hop] = await self.peer_box(hop)
+                remote.append((box, encode_record(fwd), None))
             if d.local:
                 local = Envelope(env.event, env.topic, env.origin, env.hops)
                 rec = encode_record(local)
