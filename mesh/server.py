@@ -207,8 +207,11 @@ def _dead_letter_json(e: DeadLetter, *, full: bool = False) -> dict[str, Any]:
 
 async def _dlq_list(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
-    limit = min(int(request.query.get("limit", "100")), 10_000)
-    after = int(request.query.get("after", "0"))
+    try:
+        limit = min(int(request.query.get("limit", "100")), 10_000)
+        after = int(request.query.get("after", "0"))
+    except ValueError:
+        return problem(400, "Bad request", "limit and after must be integers")
     entries = await node.store.dead_letters(limit=limit, after=after)
     return _json(
         {

@@ -131,6 +131,11 @@ async def test_poison_event_is_dead_lettered_with_its_reason_and_redriven(
             cli, node, "dlq", "show", str(entries[f"{tag}-poison"]["id"])
         )
         assert code == 0 and json.loads(out)["event"]["attributes"]["subject"] == "poison"
+        async with aiohttp.ClientSession() as http:
+            url = f"http://127.0.0.1:{node.port}/api/dlq?limit=many"
+            async with http.get(url) as resp:
+                assert resp.status == 400
+                assert "must be integers" in (await resp.json())["detail"]
 
         sink.refuse = {}
         code, out = await asyncio.to_thread(cli, node, "dlq", "redrive", "--all")
