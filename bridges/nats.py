@@ -65,6 +65,27 @@ class _Lost:
         self.reason = reason
 
 
+async def _flush(nc: Client) -> None:
+    """``nc.flush()``: write what is buffered and wait for the server's PONG.
+
+    nats-py waits with ``asyncio.wait_for``, which in Python 3.11 swallows a
+    cancellation arriving just as the PONG does: the egress worker publishing
+    then carries on after a reload or shutdown cancelled it. This waits with
+    ``asyncio.timeout`` instead, and shields the PONG future (nats-py resolves
+    it when the PONG arrives and must not find it cancelled). Uses nats-py's
+    ``_send_ping`` and ``_reading_task`` (private, pinned by the bridge tests).
+    """
+    if nc.is_closed:
+        raise nats.errors.ConnectionClosedError
+    if nc._reading_task is None or nc._reading_task.done():
+        await nc.flush(FLUSH_TIMEOUT)  # nats-py's fallback without a read loop
+        return
+    pong: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    await nc._send_ping(pong)
+    async with asyncio.timeout(FLUSH_TIMEOUT):
+        await asyncio.shield(pong)
+
+
 class NatsBridge:
     """A bridge to one NATS server."""
 
@@ -199,7 +220,7 @@ class NatsBridge:
             nc._pending.extend(commands)
             nc._pending_data_size += sum(len(c) for c in commands)
             nc.stats["out_msgs"] += len(commands)
-            await nc.flush(FLUSH_TIMEOUT)
+            await _flush(nc)
         except (OSError, TimeoutError, nats.errors.Error) as exc:
             err = PublishError(self.name, f"publish not confirmed: {exc or type(exc).__name__}")
             return [r or err for r in results]

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Iterable
 
-__all__ = ["Drain"]
+__all__ = ["Drain", "cancel_and_wait"]
+
+log = logging.getLogger(__name__)
 
 
 class Drain:
@@ -34,3 +37,24 @@ class Drain:
             return True
         except TimeoutError:
             return False
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[object]], *, nudge: float = 1.0) -> None:
+    """Cancel ``tasks`` and return once every one of them has finished.
+
+    A task that carries on after a cancellation is cancelled again every
+    ``nudge`` seconds. Python 3.11's ``asyncio.wait_for`` swallows a
+    cancellation that arrives just as the awaited future completes (fixed in
+    3.12), and libraries use it on our hot paths (nats-py's ``flush``): a single
+    ``cancel()`` then leaves an egress worker running and whoever awaits it
+    (a reload, a shutdown) waiting for ever. What the tasks raised is left
+    to their owner (a task group); a cancellation of the caller propagates.
+    """
+    pending = {t for t in tasks if not t.done()}
+    for t in pending:
+        t.cancel()
+    while pending:
+        _done, pending = await asyncio.wait(pending, timeout=nudge)
+        for t in pending:
+            log.debug("task %s ignored a cancellation; cancelling it again", t.get_name())
+            t.cancel()

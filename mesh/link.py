@@ -38,6 +38,7 @@ from mesh.backoff import Backoff
 from mesh.config import AcceptPeer, Limits, Peer
 from mesh.envelope import decode_batch_frame, decode_record, encode_batch_frame
 from mesh.errors import Backpressure, LinkError, LinkProtocolError, LinkRefused
+from mesh.lifecycle import cancel_and_wait
 from mesh.metrics import Metrics
 from mesh.router import Router
 from mesh.routing import Interest, RoutingTable
@@ -146,9 +147,7 @@ class LinkSession:
         with contextlib.suppress(Exception):
             await self.ws.close()
         if task is not None and task is not asyncio.current_task():
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
+            await cancel_and_wait([task])
 
     # -- tasks ---------------------------------------------------------------------
 

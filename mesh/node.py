@@ -46,7 +46,7 @@ from mesh.errors import (
 )
 from mesh.filters import canonical
 from mesh.ingress import Ingress
-from mesh.lifecycle import Drain
+from mesh.lifecycle import Drain, cancel_and_wait
 from mesh.link import LinkSession, dial_forever
 from mesh.metrics import Labels, Metrics
 from mesh.outbox import Outboxes, OutboxPolicy
@@ -263,9 +263,7 @@ class Node:
         await self.reload(await asyncio.to_thread(load_config, self.source))
 
     async def _stop_task(self, task: asyncio.Task[None]) -> None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait([task])
 
     async def _drop_outbox(self, name: str, reason: str) -> None:
         box = await self.outboxes.get(name)
@@ -285,8 +283,7 @@ class Node:
         if self._maintenance is not None:
             tasks.append(self._maintenance)
         tasks += [t for _peer, t in self._dial_tasks.values()]
-        for t in tasks:
-            t.cancel()
+        await cancel_and_wait(tasks)
         for s in list(self.sessions.values()):
             await s.close()
 

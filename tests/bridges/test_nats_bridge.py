@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from bridges.nats import NatsBridge
 from mesh.bridge import Delivery, Message, Subscribe
 from mesh.config import NatsBroker
@@ -51,3 +53,28 @@ async def test_a_published_batch_arrives_intact_and_in_order(nats_server: NatsSe
     finally:
         await pub.close()
         await sub.close()
+
+
+async def test_a_publish_cancelled_as_its_pong_arrives_is_cancelled(
+    nats_server: NatsServer,
+) -> None:
+    """Python 3.11's wait_for (inside nats-py's flush) would return normally here,
+    and an egress worker cancelled by a reload would carry on publishing."""
+    pub = NatsBridge("pub", NatsBroker(kind="nats", url=nats_server.url), "bridge-test")
+    await pub.connect([])
+    try:
+        nc = pub._nc
+        assert nc is not None
+        task = asyncio.create_task(pub.publish([Message("bt.cancel", b"x")]))
+        async with asyncio.timeout(5):
+            while not nc._pongs:  # noqa: ASYNC110 - nats-py has no event for it
+                await asyncio.sleep(0)
+        # The PONG and the cancellation land in the same turn of the loop.
+        nc._pongs.pop(0).set_result(True)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # The connection is still in step: the next publish gets its own PONG.
+        assert await pub.publish([Message("bt.cancel", b"y")]) == [None]
+    finally:
+        await pub.close()
