@@ -1,0 +1,107 @@
+"""The store: group commits on its thread, small commits on the event loop when idle."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from mesh.errors import StoreError
+from mesh.store import INLINE_MAX, Store
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    s = Store(tmp_path / "store.db")
+    await s.open()
+    yield s
+    await s.close()
+
+
+def _where(log: list[tuple[str, str]], name: str):  # type: ignore[no-untyped-def]
+    def fn(db: sqlite3.Connection) -> str:
+        log.append((name, threading.current_thread().name))
+        return name
+
+    return fn
+
+
+async def test_a_small_operation_on_an_idle_store_commits_on_the_event_loop(store: Store) -> None:
+    log: list[tuple[str, str]] = []
+    assert await store.call(_where(log, "small"), small=True) == "small"
+    assert await store.call(_where(log, "large")) == "large"
+    assert log == [("small", threading.current_thread().name), ("large", "store")]
+
+
+async def test_a_small_operation_never_overtakes_a_queued_one(store: Store) -> None:
+    log: list[tuple[str, str]] = []
+    resumed: list[str] = []
+
+    async def caller(name: str, small: bool) -> None:
+        await store.call(_where(log, name), small=small)
+        resumed.append(name)
+
+    first = asyncio.create_task(caller("queued", False))
+    await asyncio.sleep(0)  # queued to the thread
+    # Block the loop: the thread commits meanwhile, but its caller cannot resume yet.
+    time.sleep(0.1)  # noqa: ASYNC251 - on purpose
+    assert log == [("queued", "store")]
+    await caller("small", True)
+    await first
+    # The small operation went to the thread rather than commit on the loop while
+    # the earlier caller had not handled its result.
+    assert log == [("queued", "store"), ("small", "store")]
+    assert resumed == ["queued", "small"]
+    # With nothing outstanding, small operations commit on the loop again.
+    await store.call(_where(log, "again"), small=True)
+    assert log[-1] == ("again", threading.current_thread().name)
+
+
+async def test_appends_keep_sequence_order_across_inline_and_queued_commits(store: Store) -> None:
+    box = await store.box_id("b")
+    small = [(None, [(box, b"s%d" % i)]) for i in range(INLINE_MAX)]
+    large = [(None, [(box, b"l%d" % i)]) for i in range(INLINE_MAX + 1)]
+    a, b, c = await asyncio.gather(store.append(small), store.append(large), store.append(small))
+    seqs = [s for part in (a, b, c) for unit in part for s in (unit or [])]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    rows = await store.read(box, 0, 1000)
+    expected = [rec for units in (small, large, small) for _key, [(_box, rec)] in units]
+    assert [r for _s, r in rows] == expected
+
+
+async def test_duplicates_are_found_whether_committed_inline_or_on_the_thread(store: Store) -> None:
+    box = await store.box_id("b")
+    key = ("/src", "1")
+    assert await store.append([(key, [(box, b"x")])]) != [None]  # inline
+    many = [(("/src", str(i)), [(box, b"y")]) for i in range(INLINE_MAX + 1)]
+    out = await store.append(many)  # on the thread; ("/src", "1") is among them
+    assert out[1] is None
+    assert sum(o is None for o in out) == 1
+
+
+async def test_a_failing_inline_commit_raises_and_keeps_nothing(store: Store) -> None:
+    box = await store.box_id("b")
+
+    def bad(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO outbox(seq, box, ts, record) VALUES (999, ?, 0, x'00')", (box,))
+        db.execute("INSERT INTO no_such_table VALUES (1)")
+
+    with pytest.raises(StoreError, match="no_such_table"):
+        await store.call(bad, small=True)
+    assert await store.read(box, 0, 10) == []
+
+
+async def test_with_synchronous_full_nothing_commits_on_the_event_loop(tmp_path: Path) -> None:
+    store = Store(tmp_path / "full.db", sync="full")
+    await store.open()
+    try:
+        log: list[tuple[str, str]] = []
+        await store.call(_where(log, "small"), small=True)
+        assert log == [("small", "store")]
+    finally:
+        await store.close()
