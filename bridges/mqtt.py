@@ -15,6 +15,11 @@ Thin by design: connect, subscribe, hand over deliveries, publish, close.
   therefore run on the event loop, with no locks, no cross-thread hand-off
   per message, and no competition for the GIL. The socket is wrapped in a
   receive buffer, since paho reads a packet header a byte at a time.
+- TCP: Nagle's algorithm is off (``TCP_NODELAY``) and the socket asks for an
+  immediate ACK after every read (``TCP_QUICKACK``, Linux). Mosquitto writes
+  with Nagle on, so the second PUBACK of a batch waited for our ACK of the
+  first, which the kernel delays by up to 40 ms when we have nothing to send:
+  a publishing node stalled 40 ms per batch.
 - paho's own reconnect is off: the node's supervisor owns reconnects.
 """
 
@@ -66,6 +71,8 @@ class _BufferedSocket:
         if self._pos >= len(self._buf):
             self._buf = self._sock.recv(RECV_BUFFER)  # raises BlockingIOError when empty
             self._pos = 0
+            if _QUICKACK is not None:
+                self._sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
             if not self._buf:
                 return b""  # the peer closed
         start = self._pos
@@ -80,6 +87,7 @@ class _BufferedSocket:
         return getattr(self._sock, name)
 
 
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 _PRIVATE = frozenset({"packetType", "types", "names", "properties"})
 _TEMPLATE = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
 
@@ -117,7 +125,11 @@ class _Client(mqtt.Client):
     matcher and callback locks would only cost time on every message)."""
 
     def _create_socket(self) -> Any:
-        return _BufferedSocket(super()._create_socket())
+        sock: Any = super()._create_socket()
+        # paho leaves Nagle's algorithm on: a PUBLISH or PUBACK written while an
+        # earlier segment awaits the broker's (delayed) ACK waited up to 40 ms.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return _BufferedSocket(sock)
 
     def _handle_on_message(self, message: mqtt.MQTTMessage) -> None:
         on_message = self.on_message
