@@ -70,7 +70,10 @@ def versions() -> dict[str, str]:
         nats = _run([find_binary("nats-server"), "--version"])
     spy = _run([str(Path(sys.executable).parent / "py-spy"), "--version"]) or "not installed"
     commit = _run(["git", "rev-parse", "--short", "HEAD"])
-    dirty = _run(["git", "status", "--porcelain", "--untracked-files=no"])
+    # The run's own output (bench/results) is written before this is read.
+    dirty = _run(
+        ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results"]
+    )
     return {
         "python": sys.version.split()[0],
         "project": f"event-mesh-gateway {_pkg('event-mesh-gateway')}",
