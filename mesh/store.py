@@ -153,11 +153,15 @@ class Store:
         row = db.execute("SELECT max(seq) FROM outbox").fetchone()
         self._next_seq = (row[0] or 0) + 1
 
-    def _checkpointer(self, every: float = 0.5) -> None:
+    def _checkpointer(self, every: float = 0.1) -> None:
         """Copy the WAL into the database file in the background.
 
         A PASSIVE checkpoint never blocks the writer; its fsyncs happen here, not
         inside a commit. Once everything is copied, the writer restarts the WAL.
+        Often and small: a checkpoint's fsyncs still slow the commits that
+        append to the WAL meanwhile, and the longer the interval, the more each
+        copies (S2 p99 at 5,000 events/s: 12.8 ms every 5 s, 7-8 ms every
+        0.5 s, 4.4 ms every 0.1 s). Skipped when nothing was committed.
         """
         try:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -165,7 +169,11 @@ class Store:
             log.error("store checkpointer cannot open %s: %s", self.path, exc)
             return
         try:
+            copied = -1
             while not self._stop_checkpoints.wait(every):
+                if self.commits == copied:
+                    continue
+                copied = self.commits
                 try:
                     db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 except sqlite3.Error as exc:
