@@ -14,6 +14,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from mesh.bridge import Bridge, Delivery
 from mesh.config import MeshConfig, parse_config
 
 
@@ -27,6 +28,15 @@ async def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+async def receive_n(bridge: Bridge, count: int, timeout: float = 20.0) -> list[Delivery]:
+    """Exactly ``count`` deliveries from ``bridge``, however its receives split them."""
+    got: list[Delivery] = []
+    async with asyncio.timeout(timeout):
+        while len(got) < count:
+            got += await bridge.receive(count - len(got))
+    return got
 
 
 def node_config(tmp_path: Path, node_id: str, **sections: Any) -> MeshConfig:

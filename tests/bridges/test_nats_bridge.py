@@ -11,19 +11,12 @@ import asyncio
 import pytest
 
 from bridges.nats import NatsBridge
-from mesh.bridge import Delivery, Message, Subscribe
+from mesh.bridge import Message, Subscribe
 from mesh.config import NatsBroker
 from mesh.testing import NatsServer
+from tests.helpers import receive_n
 
 N = 1000
-
-
-async def _receive(bridge: NatsBridge, count: int, timeout: float = 20.0) -> list[Delivery]:
-    got: list[Delivery] = []
-    async with asyncio.timeout(timeout):
-        while len(got) < count:
-            got += await bridge.receive(count - len(got))
-    return got
 
 
 async def test_a_published_batch_arrives_intact_and_in_order(nats_server: NatsServer) -> None:
@@ -43,7 +36,7 @@ async def test_a_published_batch_arrives_intact_and_in_order(nats_server: NatsSe
     ]
     try:
         assert await pub.publish(msgs) == [None] * N
-        got = await _receive(sub, N)
+        got = await receive_n(sub, N)
         assert [d.message.payload for d in got] == [m.payload for m in msgs]
         assert [d.message.topic for d in got] == [m.topic for m in msgs]
         for d, m in zip(got, msgs, strict=True):
