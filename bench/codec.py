@@ -62,7 +62,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from mesh.codec import (  # noqa: E402
+from mesh.core.codec import (  # noqa: E402
     Mode,
     decode_http,
     decode_mqtt,
@@ -75,7 +75,7 @@ from mesh.codec import (  # noqa: E402
     from_sdk,
     to_sdk,
 )
-from mesh.event import Event  # noqa: E402
+from mesh.core.event import Event  # noqa: E402
 
 ATTRS: dict[str, str] = {
     "specversion": "1.0",

@@ -40,7 +40,7 @@ CATEGORIES: list[tuple[str, re.Pattern[str]]] = [
 
 # (module, the blocking call's source text as it appears in that module's file)
 _BLOCKING_CALLS = [
-    ("mesh.store", "self._ops.get()"),
+    ("mesh.runtime.store", "self._ops.get()"),
     ("concurrent.futures.thread", "work_queue.get(block=True)"),
     ("paho.mqtt.client", "select.select(rlist, wlist, [], timeout)"),
     ("selectors", "self._selector.poll("),

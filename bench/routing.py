@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from mesh.config import MeshConfig, parse_config
-from mesh.node import Node
-from mesh.routing import Interest, RoutingTable
+from mesh.core.routing import Interest, RoutingTable
+from mesh.runtime.node import Node
 from mesh.testing import TcpProxy, free_port
 
 RESULTS = Path(__file__).resolve().parent / "results"

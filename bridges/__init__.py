@@ -1,6 +1,6 @@
 """Bridges: thin adapters between a node and its local brokers.
 
-Each module implements :class:`mesh.bridge.Bridge` for one protocol and is
+Each module implements :class:`mesh.plugins.Bridge` for one protocol and is
 registered under the ``mesh.bridges`` entry-point group in pyproject.toml.
 ``bridges`` imports ``mesh``; ``mesh`` never imports ``bridges``.
 """

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 
 import aiohttp
 
-from mesh.bridge import Delivery, Message, Subscribe
 from mesh.config import HttpBroker
-from mesh.errors import BrokerUnavailable, PublishError
+from mesh.core.errors import BrokerUnavailable, PublishError
+from mesh.plugins import Delivery, Message, Subscribe
 
 __all__ = ["HttpBridge"]
 

@@ -13,10 +13,10 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from mesh.bridge import Delivery, Message, Subscribe
 from mesh.config import MemoryBroker as MemoryBrokerConfig
-from mesh.errors import BrokerUnavailable, PublishError
-from mesh.topics import Pattern
+from mesh.core.errors import BrokerUnavailable, PublishError
+from mesh.core.topics import Pattern
+from mesh.plugins import Delivery, Message, Subscribe
 
 __all__ = ["MemoryBridge", "MemoryBroker", "broker"]
 

@@ -42,9 +42,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from mesh.bridge import Delivery, Message, Subscribe
 from mesh.config import MqttBroker
-from mesh.errors import BrokerUnavailable, PublishError
+from mesh.core.errors import BrokerUnavailable, PublishError
+from mesh.plugins import Delivery, Message, Subscribe
 
 __all__ = ["MqttBridge"]
 

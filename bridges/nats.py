@@ -32,9 +32,9 @@ from nats.aio.msg import Msg
 from nats.js.client import JetStreamContext
 from nats.protocol.command import hpub_cmd, pub_cmd
 
-from mesh.bridge import Delivery, Message, Subscribe
 from mesh.config import NatsBroker
-from mesh.errors import BrokerUnavailable, PublishError
+from mesh.core.errors import BrokerUnavailable, PublishError
+from mesh.plugins import Delivery, Message, Subscribe
 
 __all__ = ["NatsBridge"]
 

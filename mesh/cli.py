@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mesh.config import MeshConfig, json_schema, load_config
-from mesh.errors import ConfigErrors, MeshError
+from mesh.core.errors import ConfigErrors, MeshError
 
 __all__ = ["main"]
 
@@ -52,7 +52,7 @@ def _print_errors(exc: ConfigErrors) -> None:
 
 
 async def _run(config: MeshConfig, source: str) -> None:
-    from mesh.node import Node
+    from mesh.runtime.node import Node
 
     stop = asyncio.Event()
     hup = asyncio.Event()

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mesh.errors import MeshError
+from mesh.core.errors import MeshError
 
 __all__ = [
     "BrokerNotInstalled",

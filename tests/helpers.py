@@ -14,8 +14,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from mesh.bridge import Bridge, Delivery
 from mesh.config import MeshConfig, parse_config
+from mesh.plugins import Bridge, Delivery
 
 
 async def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:

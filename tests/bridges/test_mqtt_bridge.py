@@ -15,8 +15,8 @@ import time
 import pytest
 
 from bridges.mqtt import MqttBridge
-from mesh.bridge import Message, Subscribe
 from mesh.config import MqttBroker
+from mesh.plugins import Message, Subscribe
 from mesh.testing import Mosquitto
 from tests.helpers import receive_n
 

@@ -11,8 +11,8 @@ import asyncio
 import pytest
 
 from bridges.nats import NatsBridge
-from mesh.bridge import Message, Subscribe
 from mesh.config import NatsBroker
+from mesh.plugins import Message, Subscribe
 from mesh.testing import NatsServer
 from tests.helpers import receive_n
 

@@ -28,8 +28,8 @@ import yaml
 from nats.js.api import StreamConfig
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from mesh.codec import Mode, encode_mqtt
-from mesh.event import Event
+from mesh.core.codec import Mode, encode_mqtt
+from mesh.core.event import Event
 from mesh.testing import Mosquitto, NatsServer, TcpProxy, free_port
 
 TOKEN = "chaos"

@@ -21,9 +21,9 @@ from aiohttp import web
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from mesh.codec import decode_http, decode_mqtt, decode_nats
-from mesh.event import Event
-from mesh.node import Node
+from mesh.core.codec import decode_http, decode_mqtt, decode_nats
+from mesh.core.event import Event
+from mesh.runtime.node import Node
 from mesh.testing import Mosquitto, NatsServer
 from tests.helpers import MqttClient, node_config, unique, wait_for
 

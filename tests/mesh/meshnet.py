@@ -20,10 +20,10 @@ import yaml
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from mesh.codec import Mode, encode_nats
 from mesh.config import MeshConfig
-from mesh.event import Event
-from mesh.node import Node
+from mesh.core.codec import Mode, encode_nats
+from mesh.core.event import Event
+from mesh.runtime.node import Node
 from mesh.testing import NatsServer, TcpProxy
 from tests.helpers import node_config, wait_for
 

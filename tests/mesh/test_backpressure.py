@@ -16,9 +16,9 @@ import psutil
 import pytest
 from nats.js.api import StreamConfig
 
-from mesh.codec import Mode, encode_http, encode_mqtt
-from mesh.event import Event
-from mesh.node import Node
+from mesh.core.codec import Mode, encode_http, encode_mqtt
+from mesh.core.event import Event
+from mesh.runtime.node import Node
 from mesh.testing import Mosquitto, NatsServer
 from tests.helpers import MqttClient, node_config, unique, wait_for
 

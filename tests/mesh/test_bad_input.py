@@ -13,9 +13,9 @@ import orjson
 import pytest
 from nats.aio.msg import Msg
 
-from mesh.codec import Mode, encode_http, encode_structured
-from mesh.event import Event
-from mesh.node import Node
+from mesh.core.codec import Mode, encode_http, encode_structured
+from mesh.core.event import Event
+from mesh.runtime.node import Node
 from mesh.testing import Mosquitto, NatsServer
 from tests.helpers import MqttClient, node_config, unique, wait_for
 
@@ -188,7 +188,7 @@ async def test_one_bad_event_in_a_batch_never_loses_the_others(site: Site) -> No
 async def test_mqtt_and_nats_rejections_are_counted_and_logged_with_the_reason(
     site: Site, mosquitto: Mosquitto, nats_server: NatsServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="mesh.ingress")
+    caplog.set_level(logging.WARNING, logger="mesh.runtime.ingress")
     client = MqttClient(mosquitto.url)
     client.publish(
         f"{site.tag}/x", b"{broken", content_type="application/cloudevents+json"

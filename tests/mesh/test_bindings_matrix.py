@@ -16,7 +16,7 @@ import orjson
 import pytest
 import yaml
 
-from mesh.codec import (
+from mesh.core.codec import (
     Mode,
     canonical_string,
     encode_http,
@@ -24,7 +24,7 @@ from mesh.codec import (
     encode_nats,
     encode_structured,
 )
-from mesh.event import Event
+from mesh.core.event import Event
 from mesh.testing import Mosquitto, NatsServer
 from tests.mesh.bindings_harness import EGRESS_FORMS, Arrival, Harness, bindings_harness
 from tests.shared import SHARED_DIR

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from mesh.node import Node
+from mesh.runtime.node import Node
 from tests.helpers import node_config, unique, wait_for
 
 

@@ -10,8 +10,8 @@ import nats
 import orjson
 from nats.aio.msg import Msg
 
-from mesh.codec import decode_mqtt
-from mesh.node import Node
+from mesh.core.codec import decode_mqtt
+from mesh.runtime.node import Node
 from mesh.testing import Mosquitto, NatsServer
 from tests.helpers import MqttClient, node_config, unique, wait_for
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mesh.node import Node
+from mesh.runtime.node import Node
 from mesh.testing import NatsServer
 from tests.helpers import node_config, unique, wait_for
 
@@ -51,12 +51,13 @@ async def test_wrong_token_is_refused_with_reason_in_both_logs(
     acceptor = [
         r.getMessage()
         for r in caplog.records
-        if r.name == "mesh.link" and r.getMessage().startswith("refused link from site-a")
+        if r.name == "mesh.runtime.link" and r.getMessage().startswith("refused link from site-a")
     ]
     dialer = [
         r.getMessage()
         for r in caplog.records
-        if r.name == "mesh.link" and r.getMessage().startswith("link site-b refused by the peer")
+        if r.name == "mesh.runtime.link"
+        and r.getMessage().startswith("link site-b refused by the peer")
     ]
     assert acceptor and reason in acceptor[0]
     assert dialer and reason in dialer[0]

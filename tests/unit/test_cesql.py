@@ -1,12 +1,12 @@
-"""Focused tests of mesh.cesql beyond the TCK: parse errors, precedence, error modes."""
+"""Focused tests of mesh.core.cesql beyond the TCK: parse errors, precedence, error modes."""
 
 from __future__ import annotations
 
 import pytest
 
-from mesh.cesql import ErrorKind, EvalError, Expression, compile
-from mesh.errors import CesqlError, FilterError
-from mesh.event import AttrValue
+from mesh.core.cesql import ErrorKind, EvalError, Expression, compile
+from mesh.core.errors import CesqlError, FilterError
+from mesh.core.event import AttrValue
 
 EVENT: dict[str, AttrValue] = {
     "specversion": "1.0",

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
-from mesh.cesql import ErrorKind, compile
-from mesh.errors import CesqlError
-from mesh.event import AttrValue, validate_attributes
+from mesh.core.cesql import ErrorKind, compile
+from mesh.core.errors import CesqlError
+from mesh.core.event import AttrValue, validate_attributes
 from tests.shared import SHARED_DIR
 
 TCK_DIR = SHARED_DIR / "conformance" / "cesql_tck"

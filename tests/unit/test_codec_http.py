@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from mesh.codec import (
+from mesh.core.codec import (
     STRUCTURED_CONTENT_TYPE,
     Mode,
     canonical_string,
@@ -16,8 +16,8 @@ from mesh.codec import (
     percent_decode,
     percent_encode,
 )
-from mesh.errors import InvalidEvent
-from mesh.event import AttrValue, Event
+from mesh.core.errors import InvalidEvent
+from mesh.core.event import AttrValue, Event
 
 BASE: dict[str, AttrValue] = {
     "specversion": "1.0",

@@ -7,7 +7,7 @@ import base64
 import orjson
 import pytest
 
-from mesh.codec import (
+from mesh.core.codec import (
     BATCH_CONTENT_TYPE,
     STRUCTURED_CONTENT_TYPE,
     decode_batch,
@@ -15,8 +15,8 @@ from mesh.codec import (
     encode_batch,
     encode_structured,
 )
-from mesh.errors import InvalidEvent
-from mesh.event import AttrValue, Event
+from mesh.core.errors import InvalidEvent
+from mesh.core.event import AttrValue, Event
 
 BASE: dict[str, AttrValue] = {
     "specversion": "1.0",

@@ -5,9 +5,15 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from mesh.codec import STRUCTURED_CONTENT_TYPE, Mode, decode_mqtt, encode_mqtt, encode_structured
-from mesh.errors import InvalidEvent
-from mesh.event import AttrValue, Event
+from mesh.core.codec import (
+    STRUCTURED_CONTENT_TYPE,
+    Mode,
+    decode_mqtt,
+    encode_mqtt,
+    encode_structured,
+)
+from mesh.core.errors import InvalidEvent
+from mesh.core.event import AttrValue, Event
 
 BASE: dict[str, AttrValue] = {
     "specversion": "1.0",

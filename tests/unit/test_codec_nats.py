@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from mesh.codec import (
+from mesh.core.codec import (
     STRUCTURED_CONTENT_TYPE,
     Mode,
     decode_nats,
@@ -14,8 +14,8 @@ from mesh.codec import (
     encode_nats,
     encode_structured,
 )
-from mesh.errors import InvalidEvent
-from mesh.event import AttrValue, Event
+from mesh.core.errors import InvalidEvent
+from mesh.core.event import AttrValue, Event
 
 BASE: dict[str, AttrValue] = {
     "specversion": "1.0",

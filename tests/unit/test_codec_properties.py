@@ -8,7 +8,7 @@
 2. Decoders fed random bytes and random headers/properties raise only
    ``InvalidEvent`` (or return None / ``Mode.RAW``), never another exception.
 3. The codec's fast attribute validator agrees with
-   ``mesh.event.validate_attributes``.
+   ``mesh.core.event.validate_attributes``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from mesh.codec import (
+from mesh.core.codec import (
     Mode,
     canonical_string,
     decode_batch,
@@ -39,8 +39,8 @@ from mesh.codec import (
     percent_decode,
     percent_encode,
 )
-from mesh.errors import InvalidEvent
-from mesh.event import AttrValue, Event, _validate_fully, valid_names, validate_attributes
+from mesh.core.errors import InvalidEvent
+from mesh.core.event import AttrValue, Event, _validate_fully, valid_names, validate_attributes
 
 RESERVED = {
     "id",

@@ -40,7 +40,7 @@ from cloudevents.core.v1.event import CloudEvent
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mesh.codec import (
+from mesh.core.codec import (
     Mode,
     decode_http,
     decode_structured,
@@ -50,7 +50,7 @@ from mesh.codec import (
     percent_encode,
     to_sdk,
 )
-from mesh.event import AttrValue, Event
+from mesh.core.event import AttrValue, Event
 
 FORMAT = JSONFormat()
 TIME = datetime(2024, 5, 1, 12, 0, 0, 123000, tzinfo=UTC)

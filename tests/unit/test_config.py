@@ -11,7 +11,7 @@ import yaml
 
 from mesh.cli import main
 from mesh.config import load_config, parse_config
-from mesh.errors import ConfigErrors
+from mesh.core.errors import ConfigErrors
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "config").glob("*.yaml"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from mesh.lifecycle import cancel_and_wait
+from mesh.runtime.lifecycle import cancel_and_wait
 
 
 async def test_a_task_that_swallows_a_cancellation_is_cancelled_again() -> None:

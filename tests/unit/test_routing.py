@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from mesh.errors import FilterError
-from mesh.filters import compile_filter
-from mesh.routing import Interest, RoutingTable
+from mesh.core.errors import FilterError
+from mesh.core.filters import compile_filter
+from mesh.core.routing import Interest, RoutingTable
 
 EV = {
     "specversion": "1.0",

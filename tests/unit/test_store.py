@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mesh.errors import StoreError
-from mesh.store import INLINE_MAX, Store
+from mesh.core.errors import StoreError
+from mesh.runtime.store import INLINE_MAX, Store
 
 
 @pytest.fixture

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from mesh.errors import TemplateError
-from mesh.templates import RenderContext, Template
-from mesh.topics import Pattern, TopicError, mqtt_to_nats, nats_to_mqtt, split_topic
+from mesh.core.errors import TemplateError
+from mesh.core.templates import RenderContext, Template
+from mesh.core.topics import Pattern, TopicError, mqtt_to_nats, nats_to_mqtt, split_topic
 
 
 @pytest.mark.parametrize(

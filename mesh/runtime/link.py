@@ -11,7 +11,7 @@ Protocol (version 1). Control frames are JSON text; event batches are binary.
    true, "add": [...]}``), then only changes (``add`` / ``remove``), and a
    ``{"type": "credit", "events": N}`` grant: how many events the other side
    may have in flight to it.
-3. Events travel as binary batch frames (see :mod:`mesh.envelope`) with a
+3. Events travel as binary batch frames (see :mod:`mesh.core.envelope`) with a
    per-session sequence number. The receiver routes a batch into its own
    durable outboxes, then answers ``{"type": "ack", "seq", "credit"}``,
    acknowledging every batch up to ``seq`` and returning credit. The sender
@@ -34,15 +34,15 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from mesh.backoff import Backoff
 from mesh.config import AcceptPeer, Limits, Peer
-from mesh.envelope import decode_batch_frame, decode_record, encode_batch_frame
-from mesh.errors import Backpressure, LinkError, LinkProtocolError, LinkRefused
-from mesh.lifecycle import cancel_and_wait
-from mesh.metrics import Metrics
-from mesh.router import Router
-from mesh.routing import Interest, RoutingTable
-from mesh.store import DeadLetter
+from mesh.core.envelope import decode_batch_frame, decode_record, encode_batch_frame
+from mesh.core.errors import Backpressure, LinkError, LinkProtocolError, LinkRefused
+from mesh.core.routing import Interest, RoutingTable
+from mesh.runtime.backoff import Backoff
+from mesh.runtime.lifecycle import cancel_and_wait
+from mesh.runtime.metrics import Metrics
+from mesh.runtime.router import Router
+from mesh.runtime.store import DeadLetter
 
 __all__ = ["PROTOCOL_VERSION", "LinkHost", "LinkSession", "accept_link", "dial_forever"]
 

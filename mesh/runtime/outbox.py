@@ -1,7 +1,7 @@
 """Durable per-destination queues: one outbox per peer link and per local egress.
 
 An :class:`Outbox` is a FIFO of encoded envelope records kept in the node's
-:class:`~mesh.store.Store`. Its single consumer reads with a cursor, hands the
+:class:`~mesh.runtime.store.Store`. Its single consumer reads with a cursor, hands the
 records on, and acknowledges them by sequence number once the next hop made
 them durable (a peer's ack) or the local broker confirmed them; only then are
 they deleted. :meth:`Outbox.rewind` puts every unacknowledged record back in
@@ -11,7 +11,7 @@ is kept.
 Each outbox is bounded by bytes and age (:class:`OutboxPolicy`); the byte
 bound may be exceeded by one routing batch (an empty outbox takes any one
 batch, so nothing can stall forever). When a new record does not fit, the
-overflow policy decides: ``block`` refuses it (:class:`~mesh.errors.Backpressure`:
+overflow policy decides: ``block`` refuses it (:class:`~mesh.core.errors.Backpressure`:
 ingress stops acknowledging, HTTP answers 503), ``drop-oldest`` moves the oldest
 records not yet handed to the consumer to the dead-letter queue, ``reject-new``
 sends the new record there. Records older than ``max_age`` expire to the
@@ -34,9 +34,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from mesh.envelope import Envelope, decode_record
-from mesh.errors import Backpressure
-from mesh.store import DedupKey, Store
+from mesh.core.envelope import Envelope, decode_record
+from mesh.core.errors import Backpressure
+from mesh.runtime.store import DedupKey, Store
 
 __all__ = ["Outbox", "OutboxPolicy", "Outboxes", "Unit"]
 

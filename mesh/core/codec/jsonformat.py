@@ -34,9 +34,9 @@ from typing import Any, Final
 
 import orjson
 
-from mesh.codec import Mode
-from mesh.errors import InvalidEvent
-from mesh.event import (
+from mesh.core.codec import Mode
+from mesh.core.errors import InvalidEvent
+from mesh.core.event import (
     _KNOWN_NAMES,
     AttrValue,
     Event,
@@ -315,7 +315,7 @@ def _ce_mode(content_type: str | None) -> Mode:
 
 
 def _is_json(content_type: str) -> bool:
-    """:func:`mesh.event.is_json_media_type`, cached."""
+    """:func:`mesh.core.event.is_json_media_type`, cached."""
     result = _JSON_CACHE.get(content_type)
     if result is None:
         result = is_json_media_type(content_type)

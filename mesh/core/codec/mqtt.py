@@ -24,17 +24,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from mesh.codec import Mode
-from mesh.codec.headers import canonical_string
-from mesh.codec.jsonformat import (
+from mesh.core.codec import Mode
+from mesh.core.codec.headers import canonical_string
+from mesh.core.codec.jsonformat import (
     STRUCTURED_CONTENT_TYPE,
     _ce_mode,
     _sniff_structured,
     decode_structured,
     encode_structured,
 )
-from mesh.errors import InvalidEvent
-from mesh.event import AttrValue, Event, validate_attributes
+from mesh.core.errors import InvalidEvent
+from mesh.core.event import AttrValue, Event, validate_attributes
 
 __all__ = ["decode_mqtt", "encode_mqtt"]
 

@@ -20,8 +20,8 @@ from collections.abc import Callable, Mapping
 from typing import NamedTuple
 from urllib.parse import quote
 
-from mesh.errors import InvalidEvent
-from mesh.event import AttrValue, valid_names
+from mesh.core.errors import InvalidEvent
+from mesh.core.event import AttrValue, valid_names
 
 __all__ = ["canonical_string", "percent_decode", "percent_encode"]
 
@@ -215,7 +215,7 @@ def _decode_values(
     """The ``ce-`` header values of a binary-mode message, percent-decoded, by attribute.
 
     Also returns ``"".join`` of the values when none needed decoding (else
-    None), for :func:`mesh.event.validate_attributes`.
+    None), for :func:`mesh.core.event.validate_attributes`.
     """
     values = plan.values(headers)
     joined = "".join(values)

@@ -1,6 +1,6 @@
 """The node's one HTTP server: peer links, HTTP ingress and the admin API.
 
-- ``GET /mesh`` — peer links (WebSocket), see :mod:`mesh.link`;
+- ``GET /mesh`` — peer links (WebSocket), see :mod:`mesh.runtime.link`;
 - ``POST /events/<topic>`` — HTTP ingress in any CloudEvents HTTP mode, or a
   raw payload wrapped by the matching ingress rule. ``202`` once every event
   is durable; ``400`` with an RFC 9457 problem body naming the fault; a batch
@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from mesh.envelope import decode_record
-from mesh.errors import Backpressure, ConfigErrors, MeshError, StoreError
-from mesh.link import accept_link
-from mesh.store import DeadLetter
+from mesh.core.envelope import decode_record
+from mesh.core.errors import Backpressure, ConfigErrors, MeshError, StoreError
+from mesh.runtime.link import accept_link
+from mesh.runtime.store import DeadLetter
 
 if TYPE_CHECKING:
-    from mesh.node import Node
+    from mesh.runtime.node import Node
 
 __all__ = ["build_app"]
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from mesh.errors import MeshError
+from mesh.core.errors import MeshError
 
 __all__ = [
     "Pattern",

@@ -10,7 +10,7 @@ literal braces. Variables:
   extensions), where the template's *scope* allows attributes.
 
 Rendering is a pure function of a :class:`RenderContext`. A variable with no
-value raises :class:`~mesh.errors.TemplateError` naming it.
+value raises :class:`~mesh.core.errors.TemplateError` naming it.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from mesh.errors import TemplateError
+from mesh.core.errors import TemplateError
 
 __all__ = ["RenderContext", "Template"]
 

@@ -56,8 +56,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, NamedTuple, NoReturn, TypeAlias, cast
 
-from mesh.errors import CesqlError
-from mesh.event import AttrValue
+from mesh.core.errors import CesqlError
+from mesh.core.event import AttrValue
 
 __all__ = ["ErrorKind", "EvalError", "Expression", "Value", "compile"]
 
@@ -1265,7 +1265,7 @@ class Expression:
 
 
 def compile(expression: str) -> Expression:
-    """Parse once; raise mesh.errors.CesqlError(expression, position, reason) on a parse error.
+    """Parse once; raise mesh.core.errors.CesqlError(expression, position, reason) on a parse error.
 
     ``position`` is the 0-based offset of the offending token (the length of
     the text when the expression ends too early).

@@ -22,17 +22,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from mesh.codec import Mode
-from mesh.codec.headers import _decode_values, _header_plan, canonical_string, percent_encode
-from mesh.codec.jsonformat import (
+from mesh.core.codec import Mode
+from mesh.core.codec.headers import _decode_values, _header_plan, canonical_string, percent_encode
+from mesh.core.codec.jsonformat import (
     STRUCTURED_CONTENT_TYPE,
     _ce_mode,
     _sniff_structured,
     decode_structured,
     encode_structured,
 )
-from mesh.errors import InvalidEvent
-from mesh.event import Event, validate_attributes
+from mesh.core.errors import InvalidEvent
+from mesh.core.event import Event, validate_attributes
 
 __all__ = ["decode_nats", "encode_nats"]
 

@@ -4,8 +4,8 @@
 appends one record per local egress and one per next hop (carrying the
 destinations that hop is responsible for) to the outboxes in a single group
 commit. Local delivery is de-duplicated by (``source``, ``id``) inside that
-same commit (:meth:`mesh.store.Store.append`). Outbox bounds are applied
-first: ``block`` raises :class:`~mesh.errors.Backpressure` before anything is
+same commit (:meth:`mesh.runtime.store.Store.append`). Outbox bounds are applied
+first: ``block`` raises :class:`~mesh.core.errors.Backpressure` before anything is
 written, ``drop-oldest`` and ``reject-new`` dead-letter what does not fit.
 When ``route`` returns, every event is durable in this node: the caller may
 acknowledge upstream.
@@ -16,12 +16,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from mesh.envelope import Envelope, encode_record
-from mesh.errors import Backpressure
-from mesh.metrics import Metrics
-from mesh.outbox import Outbox, Outboxes, OutboxPolicy, Unit
-from mesh.routing import RoutingTable
-from mesh.store import DeadLetter
+from mesh.core.envelope import Envelope, encode_record
+from mesh.core.errors import Backpressure
+from mesh.core.routing import RoutingTable
+from mesh.runtime.metrics import Metrics
+from mesh.runtime.outbox import Outbox, Outboxes, OutboxPolicy, Unit
+from mesh.runtime.store import DeadLetter
 
 __all__ = ["MAX_HOPS", "Router"]
 

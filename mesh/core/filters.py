@@ -9,7 +9,7 @@ A missing attribute never matches ``exact``/``prefix``/``suffix``; integer and
 boolean attributes are compared in their canonical string form. ``sql`` passes
 only when the expression yields Boolean true without an error.
 
-:func:`compile_filter` validates and raises :class:`~mesh.errors.FilterError`
+:func:`compile_filter` validates and raises :class:`~mesh.core.errors.FilterError`
 with a message naming the offending dialect or key. The original JSON form
 travels with interests between nodes; :func:`canonical` gives it a stable key.
 """
@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from mesh.errors import CesqlError, FilterError
+from mesh.core.errors import CesqlError, FilterError
 
 __all__ = ["Predicate", "canonical", "compile_filter"]
 
@@ -78,7 +78,7 @@ def compile_filter(spec: Any, path: str = "filter") -> Predicate:
     if dialect == "sql":
         if not isinstance(value, str) or not value.strip():
             raise FilterError(f"{where}: expected a CESQL expression string")
-        from mesh import cesql  # local import keeps filter users light
+        from mesh.core import cesql  # local import keeps filter users light
 
         try:
             expr = cesql.compile(value)

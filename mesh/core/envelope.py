@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import orjson
 
-from mesh.errors import LinkProtocolError
-from mesh.event import Event
+from mesh.core.errors import LinkProtocolError
+from mesh.core.event import Event
 
 __all__ = ["Envelope", "decode_batch_frame", "decode_record", "encode_batch_frame", "encode_record"]
 

@@ -32,11 +32,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from mesh.backoff import Backoff
-from mesh.bridge import Bridge, BridgeFactory, Subscribe, load_bridge_classes
+from mesh.api.server import build_app
 from mesh.config import MeshConfig, OutboxSettings, Peer, load_config
-from mesh.egress import EgressRule, EgressWorker
-from mesh.errors import (
+from mesh.core.egress import EgressRule
+from mesh.core.errors import (
     Backpressure,
     BridgeError,
     ConfigError,
@@ -44,16 +43,18 @@ from mesh.errors import (
     MeshError,
     StoreError,
 )
-from mesh.filters import canonical
-from mesh.ingress import Ingress
-from mesh.lifecycle import Drain, cancel_and_wait
-from mesh.link import LinkSession, dial_forever
-from mesh.metrics import Labels, Metrics
-from mesh.outbox import Outboxes, OutboxPolicy
-from mesh.router import Router
-from mesh.routing import Interest, RoutingTable
-from mesh.server import build_app
-from mesh.store import Store
+from mesh.core.filters import canonical
+from mesh.core.routing import Interest, RoutingTable
+from mesh.plugins import Bridge, BridgeFactory, Subscribe, load_bridge_classes
+from mesh.runtime.backoff import Backoff
+from mesh.runtime.egress import EgressWorker
+from mesh.runtime.ingress import Ingress
+from mesh.runtime.lifecycle import Drain, cancel_and_wait
+from mesh.runtime.link import LinkSession, dial_forever
+from mesh.runtime.metrics import Labels, Metrics
+from mesh.runtime.outbox import Outboxes, OutboxPolicy
+from mesh.runtime.router import Router
+from mesh.runtime.store import Store
 
 __all__ = ["Node"]
 

@@ -25,8 +25,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mesh.filters import Predicate, canonical, compile_filter
-from mesh.topics import Pattern
+from mesh.core.filters import Predicate, canonical, compile_filter
+from mesh.core.topics import Pattern
 
 __all__ = ["Decision", "Interest", "RouteInfo", "RoutingTable", "SubKey", "subscription_key"]
 

@@ -1,13 +1,5 @@
-"""Egress: from a local outbox to the local broker, in the subscriber's format.
-
-One :class:`EgressWorker` per egress rule reads its outbox in order, renders
-the target template, encodes each event in the rule's mode (``binary``,
-``structured`` or ``data``: the payload alone), publishes the batch through
-the bridge and acknowledges the outbox only for what the broker confirmed.
-A transient failure puts the rest back in line and retries after a backoff;
-a permanent one (a template that cannot render, a webhook answering 400)
-sends the event to the dead-letter count with its reason.
-"""
+"""Egress workers: from a local outbox to the local broker, acknowledging only
+what the broker confirmed (see :class:`EgressWorker`)."""
 
 from __future__ import annotations
 
@@ -15,93 +7,19 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Literal
 
-from mesh.backoff import Backoff
-from mesh.bridge import Bridge, Message
-from mesh.codec import Mode, encode_http, encode_mqtt, encode_nats
-from mesh.config import EgressRule as EgressConfig
-from mesh.config import MeshConfig
-from mesh.envelope import Envelope
-from mesh.errors import EventError, LinkProtocolError, TemplateError
-from mesh.lifecycle import Drain
-from mesh.metrics import Metrics
-from mesh.outbox import Outbox
-from mesh.templates import RenderContext, Template
-from mesh.topics import Pattern
+from mesh.core.egress import EgressRule
+from mesh.core.errors import EventError, LinkProtocolError, TemplateError
+from mesh.core.message import Message
+from mesh.plugins import Bridge
+from mesh.runtime.backoff import Backoff
+from mesh.runtime.lifecycle import Drain
+from mesh.runtime.metrics import Metrics
+from mesh.runtime.outbox import Outbox
 
-__all__ = ["EgressRule", "EgressWorker"]
+__all__ = ["EgressWorker"]
 
 log = logging.getLogger(__name__)
-
-
-class EgressRule:
-    """A compiled egress rule: pattern, filter spec, target template, encoding."""
-
-    def __init__(self, index: int, cfg: EgressConfig, config: MeshConfig) -> None:
-        broker = config.brokers[cfg.to]
-        self.index = index
-        self.broker = cfg.to
-        self.kind = broker.kind
-        self.protocol: Literal["5", "3.1.1"] = broker.version if broker.kind == "mqtt" else "5"
-        self.pattern = Pattern.compile(cfg.topic)
-        self.filter = cfg.filter
-        self.target = Template(cfg.target, max_capture=self.pattern.wildcards)
-        self.mode = cfg.mode
-        self.qos = cfg.qos
-        self.retain = cfg.retain
-        self.separator = "." if self.kind == "nats" else "/"
-        self.jetstream = broker.kind == "nats" and broker.jetstream
-        self.on_error = cfg.on_error
-        self.name = f"egress[{index}]"
-        # What a running worker depends on; a change restarts it (see Node.reload).
-        self.settings = (cfg.model_dump(), broker.model_dump())
-
-    def encode(self, env: Envelope) -> Message:
-        """Render the target and encode the event; raises TemplateError or EventError."""
-        ev = env.event
-        caps = self.pattern.match(tuple(env.topic.split("/"))) or ()
-        ctx = RenderContext(
-            captures=caps,
-            node=env.origin,
-            topic=env.topic,
-            attrs=ev.attrs,
-            payload=ev.data,
-            separator=self.separator,
-        )
-        target = self.target.render(ctx)
-        if self.kind == "mqtt":
-            if self.mode == "data":
-                ct = ev.content_type if self.protocol == "5" else None
-                return Message(
-                    target, ev.data or b"", content_type=ct, qos=self.qos, retain=self.retain
-                )
-            payload, ct, props = encode_mqtt(ev, Mode(self.mode), self.protocol)
-            return Message(
-                target,
-                payload,
-                content_type=ct,
-                user_properties=props,
-                qos=self.qos,
-                retain=self.retain,
-            )
-        if self.kind == "nats":
-            headers: dict[str, str]
-            if self.mode == "data":
-                payload, headers = ev.data or b"", {}
-            else:
-                payload, headers = encode_nats(ev, Mode(self.mode))
-            if self.jetstream:
-                # JetStream drops a re-publish of the same event within its window.
-                headers["Nats-Msg-Id"] = f"{ev.attrs['source']} {ev.attrs['id']}"
-            return Message(target, payload, headers=headers)
-        if self.mode == "data":
-            ct = ev.content_type
-            return Message(
-                target, ev.data or b"", headers={"content-type": ct} if ct else {}, content_type=ct
-            )
-        headers, body = encode_http(ev, Mode(self.mode))
-        return Message(target, body, headers=headers, content_type=headers.get("content-type"))
 
 
 class EgressWorker:

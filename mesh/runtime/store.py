@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from mesh.errors import StoreError
+from mesh.core.errors import StoreError
 
 __all__ = ["DeadLetter", "DedupKey", "Store"]
 

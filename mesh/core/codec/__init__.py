@@ -1,15 +1,15 @@
 """CloudEvents codecs: the JSON event format and the HTTP, MQTT and NATS bindings.
 
-Every decoder returns :class:`mesh.event.Event` objects and raises only
-:class:`mesh.errors.InvalidEvent` for bad input; every encoder takes an
+Every decoder returns :class:`mesh.core.event.Event` objects and raises only
+:class:`mesh.core.errors.InvalidEvent` for bad input; every encoder takes an
 ``Event`` and a :class:`Mode`.  The rules implemented are those of
 ``shared/reference/cloudevents-bindings.md`` (CloudEvents 1.0.3-wip texts):
 
-* :mod:`mesh.codec.jsonformat` - the JSON format, single events and batches;
-* :mod:`mesh.codec.headers` - percent-encoding of ``ce-`` header values;
-* :mod:`mesh.codec.http`, :mod:`mesh.codec.mqtt`, :mod:`mesh.codec.nats` -
+* :mod:`mesh.core.codec.jsonformat` - the JSON format, single events and batches;
+* :mod:`mesh.core.codec.headers` - percent-encoding of ``ce-`` header values;
+* :mod:`mesh.core.codec.http`, :mod:`mesh.core.codec.mqtt`, :mod:`mesh.core.codec.nats` -
   the protocol bindings;
-* :mod:`mesh.codec.sdk` - conversion to and from the ``cloudevents`` SDK 2.x.
+* :mod:`mesh.core.codec.sdk` - conversion to and from the ``cloudevents`` SDK 2.x.
 """
 
 from __future__ import annotations
@@ -49,9 +49,9 @@ class Mode(enum.StrEnum):
 
 
 # Mode must exist before the submodules import it from this package.
-from mesh.codec.headers import canonical_string, percent_decode, percent_encode  # noqa: E402
-from mesh.codec.http import decode_http, encode_http  # noqa: E402
-from mesh.codec.jsonformat import (  # noqa: E402
+from mesh.core.codec.headers import canonical_string, percent_decode, percent_encode  # noqa: E402
+from mesh.core.codec.http import decode_http, encode_http  # noqa: E402
+from mesh.core.codec.jsonformat import (  # noqa: E402
     BATCH_CONTENT_TYPE,
     STRUCTURED_CONTENT_TYPE,
     decode_batch,
@@ -59,6 +59,6 @@ from mesh.codec.jsonformat import (  # noqa: E402
     encode_batch,
     encode_structured,
 )
-from mesh.codec.mqtt import decode_mqtt, encode_mqtt  # noqa: E402
-from mesh.codec.nats import decode_nats, encode_nats  # noqa: E402
-from mesh.codec.sdk import from_sdk, to_sdk  # noqa: E402
+from mesh.core.codec.mqtt import decode_mqtt, encode_mqtt  # noqa: E402
+from mesh.core.codec.nats import decode_nats, encode_nats  # noqa: E402
+from mesh.core.codec.sdk import from_sdk, to_sdk  # noqa: E402

@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from mesh.errors import InvalidEvent
+from mesh.core.errors import InvalidEvent
 
 __all__ = [
     "JSON_MEDIA_TYPE",
@@ -157,7 +157,7 @@ def validate_attributes(
     a C0 control character (U+0000..U+001F), as a JSON document without any
     backslash guarantees. Everything else takes the full check, which gives
     the exact reason. The JSON decoder repeats this fast path inline
-    (``mesh.codec.jsonformat._from_object``): keep the two in step.
+    (``mesh.core.codec.jsonformat._from_object``): keep the two in step.
     """
     if attrs.get("specversion") == "1.0" and (
         names_ok

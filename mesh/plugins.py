@@ -14,11 +14,11 @@ start-up.
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from mesh.errors import MeshError, PublishError
+from mesh.core.errors import MeshError, PublishError
+from mesh.core.message import Message, Subscribe
 
 __all__ = [
     "Bridge",
@@ -28,34 +28,6 @@ __all__ = [
     "Subscribe",
     "load_bridge_classes",
 ]
-
-
-@dataclass(slots=True)
-class Message:
-    """A protocol message: topic/subject/URL, payload, and metadata.
-
-    ``headers`` holds NATS/HTTP headers (lower-case names for HTTP) or MQTT 5
-    user properties; ``content_type`` the MQTT 5 Content Type property or the
-    Content-Type header.
-    """
-
-    topic: str
-    payload: bytes
-    headers: Mapping[str, str] = field(default_factory=dict)
-    content_type: str | None = None
-    qos: int = 1
-    retain: bool = False
-    user_properties: Sequence[tuple[str, str]] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Subscribe:
-    """One subscription the node asks a bridge for, in the broker's syntax."""
-
-    topic: str
-    qos: int = 1
-    queue_group: str | None = None
-    durable: str | None = None  # JetStream durable consumer
 
 
 Settle = Callable[[], Awaitable[None] | None]

@@ -1,4 +1,4 @@
-"""Conversion between :class:`mesh.event.Event` and the ``cloudevents`` SDK 2.x.
+"""Conversion between :class:`mesh.core.event.Event` and the ``cloudevents`` SDK 2.x.
 
 The SDK's v2 API lives in ``cloudevents.core``; its CloudEvents 1.0 event
 class is :class:`cloudevents.core.v1.event.CloudEvent` (attributes dict plus
@@ -32,8 +32,8 @@ from cloudevents.core.base import BaseCloudEvent
 from cloudevents.core.exceptions import BaseCloudEventException
 from cloudevents.core.v1.event import CloudEvent
 
-from mesh.errors import InvalidEvent
-from mesh.event import AttrValue, Event, is_json_media_type, validate_attributes
+from mesh.core.errors import InvalidEvent
+from mesh.core.event import AttrValue, Event, is_json_media_type, validate_attributes
 
 __all__ = ["from_sdk", "to_sdk"]
 

@@ -1,0 +1,58 @@
+"""Node configuration: the models, loading and validation.
+
+Loading order: the YAML file, ``${VAR}`` / ``${VAR:-default}`` interpolation
+of string values (``$${`` is a literal ``${``), then environment overrides
+with the ``MESH_`` prefix and ``__`` between nested keys
+(``MESH_NODE__LISTEN=0.0.0.0:7401``, ``MESH_BROKERS__PLANT__URL=...``).
+
+:func:`load_config` reports *every* problem of a file at once as
+:class:`~mesh.core.errors.ConfigErrors`, each with its path (``egress[0].to``)
+and a hint. The JSON Schema of the file is :func:`json_schema`, generated from
+the same models.
+"""
+
+from mesh.config.loader import json_schema, load_config, parse_config
+from mesh.config.models import (
+    AcceptPeer,
+    Backoff,
+    Broker,
+    EgressRule,
+    EventTemplate,
+    HttpBroker,
+    IngressRule,
+    Limits,
+    MemoryBroker,
+    MeshConfig,
+    MqttBroker,
+    NatsBroker,
+    NodeSettings,
+    OnError,
+    OutboxSettings,
+    Peer,
+    RetryPolicy,
+    Storage,
+)
+
+__all__ = [
+    "AcceptPeer",
+    "Backoff",
+    "Broker",
+    "EgressRule",
+    "EventTemplate",
+    "HttpBroker",
+    "IngressRule",
+    "Limits",
+    "MemoryBroker",
+    "MeshConfig",
+    "MqttBroker",
+    "NatsBroker",
+    "NodeSettings",
+    "OnError",
+    "OutboxSettings",
+    "Peer",
+    "RetryPolicy",
+    "Storage",
+    "json_schema",
+    "load_config",
+    "parse_config",
+]

@@ -1,0 +1,280 @@
+"""The configuration models: one YAML file per node, modelled with pydantic.
+
+Every model forbids unknown keys. :mod:`mesh.config.loader` reads a file into
+them; :mod:`mesh.config.checks` adds the cross-field checks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+__all__ = [
+    "AcceptPeer",
+    "Backoff",
+    "Broker",
+    "EgressRule",
+    "EventTemplate",
+    "HttpBroker",
+    "IngressRule",
+    "Limits",
+    "MemoryBroker",
+    "MeshConfig",
+    "MqttBroker",
+    "NatsBroker",
+    "NodeSettings",
+    "OnError",
+    "OutboxSettings",
+    "Peer",
+    "RetryPolicy",
+    "Storage",
+]
+
+NODE_ID = r"^[a-z0-9][a-z0-9-]*$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class NodeSettings(_Model):
+    id: Annotated[str, Field(pattern=NODE_ID, description="Unique in the mesh: [a-z0-9-]")]
+    region: str = Field("default", description="Region label, informational")
+    listen: str = Field(
+        "127.0.0.1:7401",
+        description="host:port of the node's one HTTP server: peer links at /mesh, "
+        "HTTP ingress at /events/<topic>, admin API at /api",
+    )
+    data_dir: Path = Field(Path("var/node"), description="Where durable state is kept")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        _host, sep, port = v.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"expected host:port, got {v!r}")
+        return v
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]") or "0.0.0.0"
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class MqttBroker(_Model):
+    kind: Literal["mqtt"]
+    url: str = Field("mqtt://127.0.0.1:1883", pattern=r"^mqtts?://")
+    protocol: Literal[5, "3.1.1"] = Field(5, description="MQTT protocol version: 5 or 3.1.1")
+    client_id: str | None = Field(None, description="Default: mesh-<node id>-<broker name>")
+    username: str | None = None
+    password: str | None = None
+    keepalive: int = Field(30, ge=5)
+    session_expiry: int = Field(
+        3600, ge=0, description="Seconds the broker keeps the session while the node is away"
+    )
+    max_inflight: int = Field(1000, ge=1, le=65535)
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol(cls, v: Any) -> Any:
+        return 5 if v in ("5", "5.0", 5.0) else v
+
+    @property
+    def version(self) -> Literal["5", "3.1.1"]:
+        return "5" if self.protocol == 5 else "3.1.1"
+
+
+class NatsBroker(_Model):
+    kind: Literal["nats"]
+    url: str = Field("nats://127.0.0.1:4222", pattern=r"^(nats|tls)://")
+    jetstream: bool = Field(
+        False,
+        description="Ingress from durable JetStream consumers, acknowledged after the node "
+        "committed; egress published to JetStream with Nats-Msg-Id, confirmed by its ack. "
+        "Core NATS (false) is at-most-once at ingress",
+    )
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+
+
+class HttpBroker(_Model):
+    kind: Literal["http"]
+    timeout: float = Field(10.0, gt=0, description="Seconds per webhook request")
+    headers: dict[str, str] = Field(default_factory=dict, description="Added to every webhook")
+
+
+class MemoryBroker(_Model):
+    """An in-process broker, for unit tests and examples only (MQTT topic syntax)."""
+
+    kind: Literal["memory"]
+    name: str = Field("default", description="Bridges with the same name share one broker")
+
+
+Broker = Annotated[MqttBroker | NatsBroker | HttpBroker | MemoryBroker, Field(discriminator="kind")]
+
+
+class Peer(_Model):
+    id: Annotated[str, Field(pattern=NODE_ID)]
+    url: str = Field(pattern=r"^wss?://")
+    token: str = Field(min_length=1, description="Shared secret; both sides must agree")
+    outbox: OutboxSettings | None = Field(None, description="Default: the node's outbox")
+
+
+class AcceptPeer(_Model):
+    id: Annotated[str, Field(pattern=r"^([a-z0-9][a-z0-9-]*|\*)$")] = Field(
+        description="Node id allowed to dial in, or '*' for any node holding the token"
+    )
+    token: str = Field(min_length=1)
+
+
+class EventTemplate(_Model):
+    """Attributes for payloads that are not CloudEvents; values are templates."""
+
+    type: str = "mesh.message"
+    source: str = "/{node}/{topic}"
+    subject: str | None = None
+    id: str | None = Field(None, description="Default: a fresh unique id")
+    dataschema: str | None = None
+    datacontenttype: str | None = Field(
+        None, description="Default: the MQTT 5 content type, else detected from the payload"
+    )
+    extensions: dict[str, str] = Field(default_factory=dict)
+
+
+class IngressRule(_Model):
+    from_: str = Field(alias="from", description="Broker name")
+    topic: str = Field(description="Pattern in the broker's own syntax")
+    mesh_topic: str | None = Field(
+        None, description="Template; default: the topic itself, levels joined by '/'"
+    )
+    event: EventTemplate | None = None
+    qos: Literal[0, 1] = 1
+    queue_group: str | None = Field(
+        None, description="NATS queue group / MQTT shared subscription group for replicas"
+    )
+    durable: str | None = Field(
+        None,
+        description="JetStream durable consumer name (replicas sharing it share the work); "
+        "default: mesh-<node>-<hash of the topic>",
+    )
+
+
+class Backoff(_Model):
+    initial: float = Field(0.2, gt=0, description="Seconds before the first retry")
+    max: float = Field(30.0, gt=0, description="Longest delay between retries")
+
+
+class RetryPolicy(_Model):
+    max_attempts: int = Field(0, ge=0, description="Attempts per event; 0: no limit")
+    max_age: float = Field(
+        0, ge=0, description="Seconds since the first failed attempt; 0: no limit"
+    )
+    backoff: Backoff = Field(default_factory=Backoff)
+
+
+class OnError(_Model):
+    """What egress does when a publish fails."""
+
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    then: Literal["dead-letter", "discard", "pause"] = Field(
+        "dead-letter",
+        description="After the retries, or at once for a permanent failure (a webhook "
+        "answering 4xx other than 408/429): dead-letter the event, discard it (counted), "
+        "or pause this egress until it is resumed",
+    )
+
+
+class OutboxSettings(_Model):
+    """Bounds of an outbox and what happens when a new event does not fit."""
+
+    max_bytes: int = Field(1 << 30, ge=0, description="0: unbounded")
+    max_age: float = Field(0, ge=0, description="Seconds an event may wait; 0: forever")
+    overflow: Literal["block", "drop-oldest", "reject-new"] = Field(
+        "block",
+        description="block: stop accepting (ingress stops acknowledging, HTTP answers 503); "
+        "drop-oldest / reject-new: dead-letter the oldest queued / the new event",
+    )
+
+
+class EgressRule(_Model):
+    to: str = Field(description="Broker name")
+    topic: str = Field(description="Mesh-topic pattern: + one level, # the rest")
+    filter: dict[str, Any] | list[dict[str, Any]] | None = Field(
+        None, description="CloudEvents Subscriptions API filter"
+    )
+    target: str = Field(description="Topic / subject / URL template")
+    mode: Literal["binary", "structured", "data"] = "binary"
+    qos: Literal[0, 1] = 1
+    retain: bool = False
+    on_error: OnError = Field(default_factory=OnError)
+    outbox: OutboxSettings | None = Field(None, description="Default: the node's outbox")
+
+
+class Limits(_Model):
+    max_event_size: int = Field(
+        256 * 1024, ge=64 * 1024, description="Bytes; the spec asks for at least 64 KiB"
+    )
+    batch_size: int = Field(256, ge=1, description="Events per peer-link batch")
+    link_credit: int = Field(4096, ge=1, description="Events a peer may have in flight to us")
+    dedup_window: int = Field(
+        1_000_000, ge=0, description="(source, id) pairs remembered for duplicate detection"
+    )
+    dedup_max_age: float = Field(
+        7 * 86400, ge=0, description="Seconds a (source, id) pair is remembered; 0: no limit"
+    )
+
+
+class Storage(_Model):
+    sync: Literal["normal", "full"] = Field(
+        "normal",
+        description="normal: commits survive a crash of the process; full: also of the "
+        "operating system (an fsync per group commit)",
+    )
+
+
+class MeshConfig(BaseSettings):
+    """A node's configuration file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MESH_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        populate_by_name=True,
+    )
+
+    node: NodeSettings
+    brokers: dict[str, Broker] = Field(default_factory=dict)
+    peers: list[Peer] = Field(default_factory=list)
+    accept: list[AcceptPeer] = Field(
+        default_factory=list, description="Nodes allowed to dial this one, with their tokens"
+    )
+    ingress: list[IngressRule] = Field(default_factory=list)
+    egress: list[EgressRule] = Field(default_factory=list)
+    limits: Limits = Field(default_factory=Limits)
+    outbox: OutboxSettings = Field(
+        default_factory=OutboxSettings, description="Default bounds of every outbox"
+    )
+    storage: Storage = Field(default_factory=Storage)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment overrides the file.
+        return (env_settings, init_settings)
+
+    def broker_syntax(self, name: str) -> Literal["mqtt", "nats", "mesh"]:
+        kind = self.brokers[name].kind
+        return "nats" if kind == "nats" else ("mqtt" if kind == "mqtt" else "mesh")

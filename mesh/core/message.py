@@ -1,0 +1,36 @@
+"""A protocol message as bridges hand it over, and a subscription request (pure data)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+__all__ = ["Message", "Subscribe"]
+
+
+@dataclass(slots=True)
+class Message:
+    """A protocol message: topic/subject/URL, payload, and metadata.
+
+    ``headers`` holds NATS/HTTP headers (lower-case names for HTTP) or MQTT 5
+    user properties; ``content_type`` the MQTT 5 Content Type property or the
+    Content-Type header.
+    """
+
+    topic: str
+    payload: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+    content_type: str | None = None
+    qos: int = 1
+    retain: bool = False
+    user_properties: Sequence[tuple[str, str]] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    """One subscription the node asks a bridge for, in the broker's syntax."""
+
+    topic: str
+    qos: int = 1
+    queue_group: str | None = None
+    durable: str | None = None  # JetStream durable consumer
