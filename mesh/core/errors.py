@@ -15,11 +15,16 @@
     ├── BridgeError              a local broker failed (broker name)
     │   ├── BrokerUnavailable    cannot connect / connection lost
     │   └── PublishError         the broker refused or did not confirm a publish
+    │       └── InvalidTopic     the topic or subject cannot be published to (permanent)
     ├── StoreError               the durable store failed
-    └── Backpressure             an outbox is full and its policy is ``block``
+    └── Overloaded               not now: try again after ``retry_after`` seconds
+        ├── Backpressure         an outbox is full and its policy is ``block``
+        └── StoreFull            the disk is full: nothing new can be committed
 
 Broker-library exceptions never leave a bridge: bridges translate them into
-``BridgeError`` subclasses with ``raise ... from exc``.
+``BridgeError`` subclasses with ``raise ... from exc`` (one mapping per bridge,
+as httpx's ``map_httpcore_exceptions``); anything a bridge does not map is a
+bug that its supervisor logs, counts and restarts from.
 """
 
 from __future__ import annotations
@@ -35,12 +40,15 @@ __all__ = [
     "EventTooLarge",
     "FilterError",
     "InvalidEvent",
+    "InvalidTopic",
     "LinkError",
     "LinkProtocolError",
     "LinkRefused",
     "MeshError",
+    "Overloaded",
     "PublishError",
     "StoreError",
+    "StoreFull",
     "TemplateError",
 ]
 
@@ -167,14 +175,42 @@ class PublishError(BridgeError):
         super().__init__(broker, reason)
 
 
+class InvalidTopic(PublishError):
+    """The topic or subject cannot be published to; retrying cannot help."""
+
+    def __init__(self, broker: str, topic: str, reason: str) -> None:
+        self.topic = topic
+        super().__init__(broker, f"cannot publish to {topic!r}: {reason}", permanent=True)
+
+
 class StoreError(MeshError):
     """The durable store failed."""
 
 
-class Backpressure(MeshError):
+class Overloaded(MeshError):
+    """Not now: nothing was written; the same work may succeed after ``retry_after`` s.
+
+    Whoever raised it has written nothing, so the caller keeps the work and
+    withholds its acknowledgement: a broker keeps the message, an HTTP client
+    gets 503 with ``Retry-After``, a peer's credit runs out.
+    """
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class Backpressure(Overloaded):
     """An outbox is full and its overflow policy is ``block``: retry later."""
 
     def __init__(self, outbox: str, retry_after: float = 1.0) -> None:
         self.outbox = outbox
-        self.retry_after = retry_after
-        super().__init__(f"outbox {outbox} is full; not accepting new events")
+        super().__init__(f"outbox {outbox} is full; not accepting new events", retry_after)
+
+
+class StoreFull(Overloaded):
+    """The store cannot commit new data (the disk is full); deletes still work."""
+
+    def __init__(self, path: str, retry_after: float = 1.0) -> None:
+        self.path = path
+        super().__init__(f"store {path} is full; not accepting new events", retry_after)
