@@ -1,46 +1,140 @@
-"""HTTP bridge (aiohttp client): webhook egress.
+"""HTTP bridge: ingress from ``POST /events/<topic>`` on the node's server, webhook egress.
 
-HTTP ingress is served by the node's own server (``POST /events/<topic>``),
-so this bridge only publishes: one POST per message to the rendered URL.
-A 2xx answer confirms; 4xx other than 408 and 429 is permanent (the same
-request cannot succeed); 408, 429 and 5xx are transient, honouring
-``Retry-After`` when given in seconds.
+Receive side: the bridge serves the node's ``POST /events/<topic>`` for the
+topics of its ingress rules. A request becomes one delivery; the response
+waits for the node: ``202`` once every event is durable, ``207`` for a batch
+with some rejected events, ``400`` (``413`` when too large) with an RFC 9457
+problem body naming the fault, ``503`` with ``Retry-After`` when the node
+cannot take it now (its inbox, an outbox or its store is full). The request
+is answered, never held: HTTP clients retry.
+
+Publish side: one POST per message to the rendered URL. A 2xx answer
+confirms; 4xx other than 408 and 429 is permanent (the same request cannot
+succeed); 408, 429 and 5xx are transient, honouring ``Retry-After`` when given
+in seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Literal
 
 import aiohttp
+from aiohttp import web
+from pydantic import Field
 
-from mesh.config import HttpBroker
-from mesh.core.errors import BrokerUnavailable, PublishError
-from mesh.plugins import Delivery, Message, Subscribe
+from mesh.api.responses import json_response, problem
+from mesh.config import BrokerModel, EgressRule
+from mesh.core.codec import Mode, decode_http, encode_http
+from mesh.core.errors import BrokerUnavailable, InvalidEvent, InvalidTopic, Overloaded, PublishError
+from mesh.core.event import Event
+from mesh.core.topics import MESH_SYNTAX, Pattern
+from mesh.plugins import (
+    BridgeContext,
+    BridgeSpec,
+    Capabilities,
+    Delivery,
+    Message,
+    Outcome,
+    Subscribe,
+)
 
-__all__ = ["HttpBridge"]
+__all__ = ["SPEC", "HttpBinding", "HttpBridge", "HttpBrokerConfig"]
+
+BODY_FACTOR = 64  # a request may hold a batch of up to 64 events of the maximum size
+
+
+class HttpBrokerConfig(BrokerModel):
+    kind: Literal["http"]
+    timeout: float = Field(10.0, gt=0, description="Seconds per webhook request")
+    headers: dict[str, str] = Field(default_factory=dict, description="Added to every webhook")
+
+
+class HttpBinding:
+    """The CloudEvents HTTP binding: binary, structured and batch; ``data`` mode too."""
+
+    def decode(self, message: Message) -> list[Event | InvalidEvent] | None:
+        mode, events = decode_http(message.headers, message.payload)
+        return None if mode is Mode.RAW else events
+
+    def encode(self, event: Event, mode: Mode, topic: str) -> Message:
+        if mode is Mode.DATA:
+            ct = event.content_type
+            headers = {"content-type": ct} if ct else {}
+            return Message(topic, event.data or b"", headers=headers, content_type=ct)
+        headers, body = encode_http(event, mode)
+        return Message(topic, body, headers=headers, content_type=headers.get("content-type"))
+
+
+@contextlib.contextmanager
+def _mapped(broker: str, url: str) -> Iterator[None]:
+    """aiohttp's exceptions as the gateway's (the one mapping of this bridge)."""
+    try:
+        yield
+    except aiohttp.InvalidURL as exc:
+        raise InvalidTopic(broker, url, "not a valid URL") from exc
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        raise PublishError(broker, f"webhook {url} failed: {exc or type(exc).__name__}") from exc
 
 
 class HttpBridge:
-    """Webhook delivery for one ``kind: http`` broker."""
+    """Webhook delivery and HTTP ingress for one ``kind: http`` broker."""
 
-    def __init__(self, name: str, cfg: HttpBroker, node_id: str) -> None:
-        self.name = name
+    def __init__(self, cfg: HttpBrokerConfig, ctx: BridgeContext) -> None:
+        self.name = ctx.broker
         self.cfg = cfg
-        self.node_id = node_id
+        self.ctx = ctx
         self._session: aiohttp.ClientSession | None = None
-        self._closed = asyncio.Event()
+        self._patterns: list[Pattern] = []
+        self._unserve: Callable[[], None] | None = None
 
     async def connect(self, subscriptions: Sequence[Subscribe]) -> None:
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.cfg.timeout),
-            headers={"user-agent": f"event-mesh-gateway/{self.node_id}", **self.cfg.headers},
+            headers={"user-agent": f"event-mesh-gateway/{self.ctx.node_id}", **self.cfg.headers},
         )
+        if subscriptions:
+            if self.ctx.http is None:
+                raise BrokerUnavailable(self.name, "this node serves no HTTP ingress")
+            self._patterns = [Pattern.compile(s.topic) for s in subscriptions]
+            self._unserve = self.ctx.http.serve(self.name, self._handle)
 
-    async def receive(self, limit: int) -> list[Delivery]:
-        await self._closed.wait()
-        raise BrokerUnavailable(self.name, "closed")
+    # -- receive side ------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request, topic: str) -> web.StreamResponse | None:
+        levels = tuple(topic.split("/"))
+        if not any(p.match(levels) is not None for p in self._patterns):
+            return None
+        limit = self.ctx.max_event_size * BODY_FACTOR
+        if request.content_length is not None and request.content_length > limit:
+            return problem(
+                413,
+                "Request too large",
+                f"request of {request.content_length} bytes exceeds {limit} bytes",
+            )
+        inbox = self.ctx.inbox
+        if not inbox.has_room:
+            return _refused(Overloaded(f"broker {self.name}: too many requests waiting"))
+        body = await request.read()
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Outcome | Overloaded] = loop.create_future()
+
+        def settle(result: Outcome | Overloaded) -> None:
+            if not answer.done():
+                answer.set_result(result)
+
+        inbox.put(
+            Delivery(Message(topic, body, headers, headers.get("content-type")), answer=settle)
+        )
+        result = await answer
+        if isinstance(result, Overloaded):
+            return _refused(result)
+        return _respond(result)
+
+    # -- publish side ------------------------------------------------------------------
 
     async def publish(self, messages: Sequence[Message]) -> list[PublishError | None]:
         return [await self._post(m) for m in messages]
@@ -49,31 +143,49 @@ class HttpBridge:
         if self._session is None:
             return PublishError(self.name, "not connected")
         try:
-            # No Content-Type unless the event has one: aiohttp would add
-            # application/octet-stream, which is not the event's datacontenttype.
-            async with self._session.post(
-                m.topic,
-                data=m.payload,
-                headers=dict(m.headers),
-                skip_auto_headers=("Content-Type",),
-            ) as resp:
-                await resp.read()
-                if 200 <= resp.status < 300:
-                    return None
-                reason = f"webhook {m.topic} answered {resp.status} {resp.reason or ''}".rstrip()
-                retry_after = _retry_after(resp.headers.get("Retry-After"))
-                permanent = 400 <= resp.status < 500 and resp.status not in (408, 429)
-                return PublishError(self.name, reason, permanent=permanent, retry_after=retry_after)
-        except aiohttp.InvalidURL:
-            return PublishError(self.name, f"invalid webhook URL {m.topic!r}", permanent=True)
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            return PublishError(self.name, f"webhook {m.topic} failed: {exc or type(exc).__name__}")
+            with _mapped(self.name, m.topic):
+                # No Content-Type unless the event has one: aiohttp would add
+                # application/octet-stream, which is not the event's datacontenttype.
+                async with self._session.post(
+                    m.topic,
+                    data=m.payload,
+                    headers=dict(m.headers),
+                    skip_auto_headers=("Content-Type",),
+                ) as resp:
+                    await resp.read()
+        except PublishError as exc:
+            return exc
+        if 200 <= resp.status < 300:
+            return None
+        reason = f"webhook {m.topic} answered {resp.status} {resp.reason or ''}".rstrip()
+        retry_after = _retry_after(resp.headers.get("Retry-After"))
+        permanent = 400 <= resp.status < 500 and resp.status not in (408, 429)
+        return PublishError(self.name, reason, permanent=permanent, retry_after=retry_after)
 
     async def close(self) -> None:
-        self._closed.set()
+        if self._unserve is not None:
+            self._unserve()
+            self._unserve = None
+        self.ctx.inbox.lost("closed")
         if self._session is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(aiohttp.ClientError, OSError):
                 await self._session.close()
+
+
+def _refused(why: Overloaded) -> web.Response:
+    retry = str(max(1, round(why.retry_after)))
+    return problem(503, "Not accepted now", str(why), headers={"Retry-After": retry})
+
+
+def _respond(outcome: Outcome) -> web.Response:
+    rejected = [{"index": r.index, "reason": r.reason} for r in outcome.rejected]
+    if outcome.rejected and not outcome.accepted:
+        first = outcome.rejected[0]
+        status = 413 if first.too_large else 400
+        return problem(status, "Invalid event", first.reason, errors=rejected)
+    if outcome.rejected:
+        return json_response({"accepted": outcome.accepted, "rejected": rejected}, status=207)
+    return json_response({"accepted": outcome.accepted}, status=202)
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -83,3 +195,29 @@ def _retry_after(value: str | None) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None
+
+
+def _check_egress(cfg: HttpBrokerConfig, rule: EgressRule) -> list[tuple[str, str]]:
+    if not rule.target.startswith(("http://", "https://")):
+        return [("target", "a webhook target must be an http(s) URL")]
+    return []
+
+
+_BINDING = HttpBinding()
+_CAPABILITIES = Capabilities(redelivery=False, queue_groups=False, no_local=False, confirm=True)
+
+
+def _capabilities(cfg: Any) -> Capabilities:
+    return _CAPABILITIES
+
+
+SPEC = BridgeSpec(
+    kind="http",
+    config=HttpBrokerConfig,
+    syntax=MESH_SYNTAX,
+    factory=HttpBridge,
+    binding=lambda cfg: _BINDING,
+    capabilities=_capabilities,
+    check_egress=_check_egress,
+    summary="HTTP: ingress at POST /events/<topic>, webhook egress",
+)

@@ -1,24 +1,45 @@
-"""An in-process broker and its bridge, for pure unit tests only.
+"""An in-process broker and its bridge, for unit tests only.
 
 Bridges configured with the same ``name`` share one :class:`MemoryBroker`.
 Publishing appends to ``broker.published`` and delivers to every subscription
-whose MQTT-style pattern matches; ``broker.acked`` / ``broker.unacked`` show
-what the node acknowledged. No test that claims to test MQTT, NATS or HTTP
-uses this.
+whose pattern (mesh syntax) matches; ``broker.acked`` / ``broker.unacked``
+show what the node acknowledged. Like a real broker, it keeps what a
+subscriber's inbox has no room for and hands it over when the inbox drains.
+Messages carry CloudEvents the way HTTP does (``ce-`` headers or a
+structured body). No test that claims to test MQTT, NATS or HTTP uses this.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
-from mesh.config import MemoryBroker as MemoryBrokerConfig
-from mesh.core.errors import BrokerUnavailable, PublishError
-from mesh.core.topics import Pattern
-from mesh.plugins import Delivery, Message, Subscribe
+from pydantic import Field
 
-__all__ = ["MemoryBridge", "MemoryBroker", "broker"]
+from mesh.config import BrokerModel
+from mesh.core.codec import Mode, decode_http, encode_http
+from mesh.core.errors import InvalidEvent, PublishError
+from mesh.core.event import Event
+from mesh.core.topics import MESH_SYNTAX, Pattern
+from mesh.plugins import BridgeContext, BridgeSpec, Capabilities, Delivery, Message, Subscribe
+
+__all__ = ["SPEC", "MemoryBridge", "MemoryBroker", "MemoryBrokerConfig", "broker"]
+
+
+class MemoryBrokerConfig(BrokerModel):
+    """An in-process broker, for unit tests and examples only (mesh topic syntax)."""
+
+    kind: Literal["memory"]
+    name: str = Field("default", description="Bridges with the same name share one broker")
+
+
+class _Subscriber:
+    def __init__(self, pattern: Pattern, bridge: MemoryBridge) -> None:
+        self.pattern = pattern
+        self.bridge = bridge
 
 
 @dataclass
@@ -28,16 +49,16 @@ class MemoryBroker:
     acked: int = 0
     unacked: int = 0
     fail_publish: PublishError | None = None
-    _subs: list[tuple[Pattern, asyncio.Queue[Delivery | None]]] = field(default_factory=list)
+    _subs: list[_Subscriber] = field(default_factory=list)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def inject(self, msg: Message) -> None:
         """Deliver ``msg`` to matching subscribers as if a client had published it."""
         levels = tuple(msg.topic.split("/"))
-        for pattern, queue in self._subs:
-            if pattern.match(levels) is not None:
+        for sub in self._subs:
+            if sub.pattern.match(levels) is not None:
                 self.unacked += 1
-                queue.put_nowait(Delivery(msg, self._ack, self._nack))
+                sub.bridge._offer(Delivery(msg, self._ack, self._nack))
 
     def _ack(self) -> None:
         self.acked += 1
@@ -52,7 +73,8 @@ class MemoryBroker:
                 self._changed.clear()
                 await self._changed.wait()
 
-        await asyncio.wait_for(wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await wait()
         return self.published
 
 
@@ -69,27 +91,26 @@ def reset() -> None:
 
 
 class MemoryBridge:
-    def __init__(self, name: str, cfg: MemoryBrokerConfig, node_id: str) -> None:
-        self.name = name
+    def __init__(self, cfg: MemoryBrokerConfig, ctx: BridgeContext) -> None:
+        self.ctx = ctx
         self.broker = broker(cfg.name)
-        self._queue: asyncio.Queue[Delivery | None] = asyncio.Queue()
+        self._backlog: deque[Delivery] = deque()  # what the inbox had no room for
+        ctx.inbox.on_flow(lambda: None, self._drain)
+
+    def _offer(self, d: Delivery) -> None:
+        if self._backlog or not self.ctx.inbox.has_room:
+            self._backlog.append(d)
+        else:
+            self.ctx.inbox.put(d)
+
+    def _drain(self) -> None:
+        inbox = self.ctx.inbox
+        while self._backlog and inbox.has_room:
+            inbox.put(self._backlog.popleft())
 
     async def connect(self, subscriptions: Sequence[Subscribe]) -> None:
         for s in subscriptions:
-            self.broker._subs.append((Pattern.compile(s.topic), self._queue))
-
-    async def receive(self, limit: int) -> list[Delivery]:
-        first = await self._queue.get()
-        if first is None:
-            raise BrokerUnavailable(self.name, "closed")
-        out = [first]
-        while len(out) < limit and not self._queue.empty():
-            item = self._queue.get_nowait()
-            if item is None:
-                self._queue.put_nowait(None)
-                break
-            out.append(item)
-        return out
+            self.broker._subs.append(_Subscriber(Pattern.compile(s.topic), self))
 
     async def publish(self, messages: Sequence[Message]) -> list[PublishError | None]:
         if self.broker.fail_publish is not None:
@@ -99,5 +120,35 @@ class MemoryBridge:
         return [None] * len(messages)
 
     async def close(self) -> None:
-        self.broker._subs = [(p, q) for p, q in self.broker._subs if q is not self._queue]
-        self._queue.put_nowait(None)
+        self.broker._subs = [s for s in self.broker._subs if s.bridge is not self]
+        self.ctx.inbox.lost("closed")
+
+
+class MemoryBinding:
+    """CloudEvents as HTTP carries them: ``ce-`` headers, or a structured/batch body."""
+
+    def decode(self, message: Message) -> list[Event | InvalidEvent] | None:
+        mode, events = decode_http(message.headers, message.payload)
+        return None if mode is Mode.RAW else events
+
+    def encode(self, event: Event, mode: Mode, topic: str) -> Message:
+        if mode is Mode.DATA:
+            ct = event.content_type
+            headers = {"content-type": ct} if ct else {}
+            return Message(topic, event.data or b"", headers=headers, content_type=ct)
+        headers, body = encode_http(event, mode)
+        return Message(topic, body, headers=headers, content_type=headers.get("content-type"))
+
+
+_BINDING = MemoryBinding()
+_CAPABILITIES = Capabilities(redelivery=False, queue_groups=False, no_local=False, confirm=True)
+
+SPEC = BridgeSpec(
+    kind="memory",
+    config=MemoryBrokerConfig,
+    syntax=MESH_SYNTAX,
+    factory=MemoryBridge,
+    binding=lambda cfg: _BINDING,
+    capabilities=lambda cfg: _CAPABILITIES,
+    summary="an in-process broker for unit tests",
+)

@@ -28,11 +28,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 import ssl
-from collections import deque
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
@@ -41,18 +41,88 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
+from pydantic import Field, field_validator
 
-from mesh.config import MqttBroker
-from mesh.core.errors import BrokerUnavailable, PublishError
-from mesh.plugins import Delivery, Message, Subscribe
+from mesh.config import BrokerModel, EgressRule, IngressRule
+from mesh.core.codec import Mode, decode_mqtt, encode_mqtt
+from mesh.core.errors import (
+    BridgeError,
+    BrokerUnavailable,
+    InvalidEvent,
+    InvalidTopic,
+    PublishError,
+)
+from mesh.core.event import Event
+from mesh.core.topics import TopicSyntax
+from mesh.plugins import BridgeContext, BridgeSpec, Capabilities, Delivery, Message, Subscribe
 
-__all__ = ["MqttBridge"]
+__all__ = ["MQTT_SYNTAX", "SPEC", "MqttBinding", "MqttBridge", "MqttBrokerConfig"]
 
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 10.0
 PUBLISH_TIMEOUT = 30.0
 RECV_BUFFER = 256 * 1024
 READ_SLICE = 64  # packets parsed per turn of the event loop
+
+MQTT_SYNTAX = TopicSyntax("MQTT", "/", "+", "#", reserved=frozenset({"*", ">"}))
+
+
+class MqttBrokerConfig(BrokerModel):
+    kind: Literal["mqtt"]
+    url: str = Field("mqtt://127.0.0.1:1883", pattern=r"^mqtts?://")
+    protocol: Literal[5, "3.1.1"] = Field(5, description="MQTT protocol version: 5 or 3.1.1")
+    client_id: str | None = Field(None, description="Default: mesh-<node id>-<broker name>")
+    username: str | None = None
+    password: str | None = None
+    keepalive: int = Field(30, ge=5)
+    session_expiry: int = Field(
+        3600, ge=0, description="Seconds the broker keeps the session while the node is away"
+    )
+    max_inflight: int = Field(1000, ge=1, le=65535)
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol(cls, v: Any) -> Any:
+        return 5 if v in ("5", "5.0", 5.0) else v
+
+    @property
+    def version(self) -> Literal["5", "3.1.1"]:
+        return "5" if self.protocol == 5 else "3.1.1"
+
+
+class MqttBinding:
+    """The CloudEvents MQTT binding: MQTT 5 binary and structured, 3.1.1 structured."""
+
+    def __init__(self, protocol: Literal["5", "3.1.1"]) -> None:
+        self.protocol = protocol
+
+    def decode(self, message: Message) -> list[Event | InvalidEvent] | None:
+        ev = decode_mqtt(
+            message.payload, message.content_type, message.user_properties, self.protocol
+        )
+        return None if ev is None else [ev]
+
+    def encode(self, event: Event, mode: Mode, topic: str) -> Message:
+        if mode is Mode.DATA:
+            ct = event.content_type if self.protocol == "5" else None
+            return Message(topic, event.data or b"", content_type=ct)
+        payload, ct, props = encode_mqtt(event, mode, self.protocol)
+        return Message(topic, payload, content_type=ct, user_properties=props)
+
+
+@contextlib.contextmanager
+def _mapped(broker: str, doing: str) -> Iterator[None]:
+    """paho's and the socket's exceptions as the gateway's (the one mapping of this bridge).
+
+    paho raises ValueError for what it refuses to send (a topic with
+    wildcards, a bad share name, a payload over the limit).
+    """
+    try:
+        yield
+    except (ValueError, TypeError) as exc:
+        raise BridgeError(broker, f"{doing}: refused by paho: {exc}") from exc
+    except (OSError, TimeoutError, ssl.SSLError) as exc:
+        raise BrokerUnavailable(broker, f"{doing}: {exc or type(exc).__name__}") from exc
 
 
 class _BufferedSocket:
@@ -137,17 +207,14 @@ class _Client(mqtt.Client):
             on_message(self, self._userdata, message)
 
 
-class _Lost:
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-
 class MqttBridge:
     """A bridge to one MQTT broker."""
 
-    def __init__(self, name: str, cfg: MqttBroker, node_id: str) -> None:
-        self.name = name
+    def __init__(self, cfg: MqttBrokerConfig, ctx: BridgeContext) -> None:
+        self.name = name = ctx.broker
         self.cfg = cfg
+        self.ctx = ctx
+        node_id = ctx.node_id
         self.v5 = cfg.version == "5"
         url = urlsplit(cfg.url)
         self.host = url.hostname or "127.0.0.1"
@@ -176,17 +243,18 @@ class MqttBridge:
         c.on_socket_register_write = self._on_register_write
         c.on_socket_unregister_write = self._on_unregister_write
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._inbox: deque[Delivery | _Lost] = deque()
-        self._arrived = asyncio.Event()
+        # Mosquitto 2.0 overshoots its in-flight limit (see _on_readable), so the
+        # inbox pauses reading at twice the window.
+        self._inbox = ctx.inbox
+        self._inbox.resize(max(2 * cfg.max_inflight, 1024))
+        self._inbox.on_flow(self._pause, self._resume)
         self._pending: dict[int, asyncio.Future[PublishError | None]] = {}
         self._connack: asyncio.Future[Any] | None = None
         self._subacks: dict[int, asyncio.Future[list[Any]]] = {}
         self._connected = False
         self._sock: Any = None
-        self._misc: asyncio.Task[None] | None = None
         self._more = False  # a _continue_reading is scheduled
         self._paused = False  # reading stopped: the inbox is full
-        self._inbox_high = max(2 * cfg.max_inflight, 1024)
 
     # -- the socket on the event loop ------------------------------------------------
 
@@ -207,11 +275,16 @@ class MqttBridge:
         The socket is read 256 KiB at a time, hundreds of packets; after
         ``READ_SLICE`` of them the rest waits for the next turn of the loop
         (scheduled here, since the OS will not signal data already read).
+        Reading stops while the node's inbox is paused. The broker's in-flight
+        limit (Receive Maximum, max_inflight_messages) should bound what it
+        sends before the node acknowledges, but Mosquitto 2.0 overshoots it by
+        tens of thousands of messages when acknowledgements trickle in
+        (measured: 22k unacknowledged against a limit of 1,000), so the inbox
+        bound is what holds, and TCP pushes back on the broker.
         """
         c = self._client
         for _ in range(READ_SLICE):
-            if len(self._inbox) >= self._inbox_high:
-                self._pause()
+            if self._paused:
                 return
             rc = c.loop_read()
             sock = self._sock
@@ -227,14 +300,7 @@ class MqttBridge:
             self._on_readable()
 
     def _pause(self) -> None:
-        """Stop reading while the node is behind.
-
-        The broker's in-flight limit (Receive Maximum, max_inflight_messages)
-        should bound what it sends before the node acknowledges, but Mosquitto
-        2.0 overshoots it by tens of thousands of messages when acknowledgements
-        trickle in (measured: 22k unacknowledged against a limit of 1,000), so
-        the bridge bounds its own inbox and lets TCP push back.
-        """
+        """The inbox is full: stop reading the socket."""
         if self._paused or self._sock is None or self._loop is None:
             return
         self._paused = True
@@ -288,7 +354,8 @@ class MqttBridge:
     async def _keepalive(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            self._client.loop_misc()
+            with _mapped(self.name, "keepalive"):
+                self._client.loop_misc()
 
     # -- paho callbacks (on the event loop) ---------------------------------------------
 
@@ -313,8 +380,7 @@ class MqttBridge:
         )
         mid, qos = msg.mid, msg.qos
         ack = (lambda: self._ack(mid, qos)) if qos > 0 else None
-        self._inbox.append(Delivery(m, ack))
-        self._arrived.set()
+        self._inbox.put(Delivery(m, ack))
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, rc: Any, props: Any) -> None:
         fut = self._pending.pop(mid, None)
@@ -345,8 +411,7 @@ class MqttBridge:
                 suback.set_exception(BrokerUnavailable(self.name, reason))
         if self._connack is not None and not self._connack.done():
             self._connack.set_exception(BrokerUnavailable(self.name, reason))
-        self._inbox.append(_Lost(reason))
-        self._arrived.set()
+        self._inbox.lost(reason)
 
     # -- the bridge interface ----------------------------------------------------------
 
@@ -359,7 +424,8 @@ class MqttBridge:
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = self.cfg.session_expiry
             props.ReceiveMaximum = self.cfg.max_inflight
-        try:
+        where = f"cannot connect to {self.host}:{self.port}"
+        with _mapped(self.name, where):
             if self.tls:
                 ctx = await asyncio.to_thread(ssl.create_default_context)
                 c.tls_set_context(ctx)
@@ -371,17 +437,20 @@ class MqttBridge:
             )
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 raise BrokerUnavailable(self.name, f"connect failed: {mqtt.error_string(rc)}")
-            self._misc = asyncio.create_task(self._keepalive(), name=f"mqtt[{self.name}].misc")
-            code = await asyncio.wait_for(self._connack, CONNECT_TIMEOUT)
-        except (OSError, TimeoutError, socket.gaierror) as exc:
-            raise BrokerUnavailable(
-                self.name, f"cannot connect to {self.host}:{self.port}: {exc or 'timeout'}"
-            ) from exc
+            self.ctx.tasks.spawn("keepalive", self._keepalive)
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                code = await self._connack
         if getattr(code, "is_failure", False):
             raise BrokerUnavailable(self.name, f"broker refused the connection: {code}")
         self._connected = True
         for sub in subscriptions:
-            topic = f"$share/{sub.queue_group}/{sub.topic}" if sub.queue_group else sub.topic
+            await self._subscribe(loop, sub)
+        log.debug("mqtt %s connected to %s:%d", self.name, self.host, self.port)
+
+    async def _subscribe(self, loop: asyncio.AbstractEventLoop, sub: Subscribe) -> None:
+        c = self._client
+        topic = f"$share/{sub.queue_group}/{sub.topic}" if sub.queue_group else sub.topic
+        with _mapped(self.name, f"cannot subscribe to {topic!r}"):
             if self.v5 and not sub.queue_group:
                 # No Local: never receive what this connection published (egress), so
                 # overlapping ingress and egress topics cannot loop.
@@ -393,32 +462,13 @@ class MqttBridge:
             suback: asyncio.Future[list[Any]] = loop.create_future()
             self._subacks[mid or 0] = suback
             try:
-                codes = await asyncio.wait_for(suback, CONNECT_TIMEOUT)
+                async with asyncio.timeout(CONNECT_TIMEOUT):
+                    codes = await suback
             except TimeoutError as exc:
                 raise BrokerUnavailable(self.name, f"no SUBACK for {topic!r}") from exc
-            for code in codes:
-                if getattr(code, "is_failure", False) or code == 128:
-                    raise BrokerUnavailable(self.name, f"subscription {topic!r} refused: {code}")
-        log.debug("mqtt %s connected to %s:%d", self.name, self.host, self.port)
-
-    async def receive(self, limit: int) -> list[Delivery]:
-        inbox = self._inbox
-        while not inbox:
-            self._arrived.clear()
-            await self._arrived.wait()
-        out: list[Delivery] = []
-        while inbox and len(out) < limit:
-            item = inbox[0]
-            if isinstance(item, _Lost):
-                if out:
-                    break  # report the loss on the next call
-                inbox.popleft()
-                raise BrokerUnavailable(self.name, item.reason)
-            inbox.popleft()
-            out.append(item)
-        if self._paused and len(inbox) < self._inbox_high // 2:
-            self._resume()
-        return out
+        for code in codes:
+            if getattr(code, "is_failure", False) or code == 128:
+                raise BridgeError(self.name, f"subscription {topic!r} refused: {code}")
 
     async def publish(self, messages: Sequence[Message]) -> list[PublishError | None]:
         loop = asyncio.get_running_loop()
@@ -430,6 +480,10 @@ class MqttBridge:
             if not self._connected:
                 fut.set_result(PublishError(self.name, "not connected"))
                 continue
+            problem = _publish_topic_problem(m.topic)
+            if problem is not None:
+                fut.set_result(InvalidTopic(self.name, m.topic, problem))
+                continue
             props = None
             if self.v5 and (m.content_type or m.user_properties):
                 props = _FastProperties(PacketTypes.PUBLISH)
@@ -438,11 +492,14 @@ class MqttBridge:
                 if m.user_properties:
                     props.UserProperty = list(m.user_properties)
             try:
-                info = c.publish(m.topic, m.payload, qos=m.qos, retain=m.retain, properties=props)
-            except (ValueError, TypeError) as exc:  # invalid topic, payload too large
-                fut.set_result(
-                    PublishError(self.name, f"cannot publish to {m.topic!r}: {exc}", permanent=True)
-                )
+                with _mapped(self.name, f"cannot publish to {m.topic!r}"):
+                    info = c.publish(
+                        m.topic, m.payload, qos=m.qos, retain=m.retain, properties=props
+                    )
+            except BridgeError as exc:
+                # paho refuses it (a payload over the limit): retrying cannot help.
+                permanent = not isinstance(exc, BrokerUnavailable)
+                fut.set_result(PublishError(self.name, exc.reason, permanent=permanent))
                 continue
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 fut.set_result(
@@ -465,16 +522,68 @@ class MqttBridge:
 
     async def close(self) -> None:
         self._connected = False
+        await self.ctx.tasks.aclose()
         c = self._client
-        if self._misc is not None:
-            self._misc.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._misc
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(ValueError, OSError, ssl.SSLError):
             c.disconnect()
             c.loop_write()  # send DISCONNECT now; paho closes the socket after it
         sock = self._sock
         if sock is not None:
             self._unwatch(sock)
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(OSError):
                 sock.close()
+        self._inbox.lost("closed")
+
+
+def _publish_topic_problem(topic: str) -> str | None:
+    """Why an MQTT broker would refuse a PUBLISH to ``topic``."""
+    if not topic:
+        return "empty topic"
+    if "+" in topic or "#" in topic:
+        return "a publish topic cannot contain the wildcards + or #"
+    if "\x00" in topic:
+        return "a topic cannot contain U+0000"
+    if len(topic.encode("utf-8", "surrogatepass")) > 65535:
+        return "topics are at most 65,535 bytes"
+    return None
+
+
+def _check_ingress(cfg: MqttBrokerConfig, rule: IngressRule) -> list[tuple[str, str]]:
+    out = []
+    group = rule.queue_group
+    if group is not None and (not group or any(c in group for c in "/+#")):
+        out.append(("queue_group", "an MQTT share name cannot be empty or contain /, + or #"))
+    if "\x00" in rule.topic:
+        out.append(("topic", "a topic filter cannot contain U+0000"))
+    return out
+
+
+def _check_egress(cfg: MqttBrokerConfig, rule: EgressRule) -> list[tuple[str, str]]:
+    literal = re.sub(r"\{[^}]*\}", "x", rule.target.replace("{{", "").replace("}}", ""))
+    if re.search(r"[+#]", literal):
+        return [("target", "an MQTT publish topic cannot contain + or #")]
+    return []
+
+
+_V5 = Capabilities(redelivery=True, queue_groups=True, no_local=True, confirm=True)
+_V311 = Capabilities(
+    modes=frozenset({Mode.STRUCTURED, Mode.DATA}),
+    redelivery=True,
+    queue_groups=True,
+    no_local=False,
+    confirm=True,
+)
+_BINDINGS = {"5": MqttBinding("5"), "3.1.1": MqttBinding("3.1.1")}
+
+SPEC = BridgeSpec(
+    kind="mqtt",
+    config=MqttBrokerConfig,
+    syntax=MQTT_SYNTAX,
+    factory=MqttBridge,
+    binding=lambda cfg: _BINDINGS[cfg.version],
+    capabilities=lambda cfg: _V5 if cfg.version == "5" else _V311,
+    check_ingress=_check_ingress,
+    check_egress=_check_egress,
+    summary="MQTT 5 and 3.1.1 (paho-mqtt)",
+    describe=lambda cfg: f"MQTT {cfg.version}",
+)

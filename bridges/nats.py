@@ -1,68 +1,150 @@
 """NATS bridge (nats-py): core NATS, and JetStream when ``jetstream: true``.
 
-Thin by design: connect, subscribe, hand over deliveries, publish, close.
-nats-py's own reconnect is off: the node's supervisor owns reconnects.
+Thin by design: connect, subscribe, hand deliveries to the node's inbox,
+publish, close. nats-py's own reconnect is off: the node's supervisor owns
+reconnects. nats-py's exceptions are mapped in one place (:func:`_mapped`).
 
 Core NATS: ingress is at-most-once (the server does not redeliver, so a
-message in flight when the node stops is lost); a publish is confirmed by a
-flush (a PING/PONG round trip after the batch). A batch's PUB/HPUB commands
-are written into nats-py's buffer directly (its ``_pending`` list, a private
-API the bridge tests pin) rather than one ``publish`` coroutine per message.
+message in flight when the node stops is lost) and cannot be paused: when
+the node's inbox is full, further messages are dropped as a slow consumer
+would be, each drop counted in ``mesh_ingress_dropped_total{broker,
+reason="slow consumer"}``. A publish is confirmed by a flush (a PING/PONG
+round trip after the batch). A batch's PUB/HPUB commands are written into
+nats-py's buffer directly (its ``_pending`` list, a private API the bridge
+tests pin) rather than one ``publish`` coroutine per message.
 
-JetStream: ingress pulls from a durable consumer per subscription and acks
-each message only when the node calls :meth:`Delivery.ack`, after the event
-is durable; unacknowledged messages are redelivered. Egress publishes with
-``Nats-Msg-Id`` = the event's (source, id), so the stream de-duplicates a
-re-publish after a crash, and a message counts as delivered only when its
-PubAck arrived.
+JetStream: ingress pulls from a durable consumer per subscription, only as
+much as the inbox has room for, and acks each message only when the node
+calls :meth:`Delivery.ack`, after the event is durable; unacknowledged
+messages are redelivered. Egress publishes with ``Nats-Msg-Id`` = the
+event's (source, id), so the stream de-duplicates a re-publish after a crash,
+and a message counts as delivered only when its PubAck arrived.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import Sequence
-from typing import Any
+import re
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
 
 import nats
 import nats.errors
+import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.client import JetStreamContext
 from nats.protocol.command import hpub_cmd, pub_cmd
+from pydantic import Field
 
-from mesh.config import NatsBroker
-from mesh.core.errors import BrokerUnavailable, PublishError
-from mesh.plugins import Delivery, Message, Subscribe
+from mesh.config import BrokerModel, EgressRule, IngressRule
+from mesh.core.codec import Mode, decode_nats, encode_nats
+from mesh.core.errors import (
+    BridgeError,
+    BrokerUnavailable,
+    InvalidEvent,
+    InvalidTopic,
+    PublishError,
+)
+from mesh.core.event import Event
+from mesh.core.topics import TopicSyntax
+from mesh.plugins import BridgeContext, BridgeSpec, Capabilities, Delivery, Message, Subscribe
 
-__all__ = ["NatsBridge"]
+__all__ = ["NATS_SYNTAX", "SPEC", "NatsBinding", "NatsBridge", "NatsBrokerConfig"]
 
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 5.0
 FLUSH_TIMEOUT = 10
 PUBLISH_TIMEOUT = 10.0
 FETCH_BATCH = 256
+PENDING_MSGS = 65536  # nats-py's own per-subscription bound (our callback only enqueues)
+PENDING_BYTES = 64 << 20
 
-
+NATS_SYNTAX = TopicSyntax("NATS", ".", "*", ">", reserved=frozenset({"+", "#"}))
+_TOKEN = re.compile(r"[^\s.*>]+")
 _NEWLINES = str.maketrans("", "", "\r\n")
+
+
+class NatsBrokerConfig(BrokerModel):
+    kind: Literal["nats"]
+    url: str = Field("nats://127.0.0.1:4222", pattern=r"^(nats|tls)://")
+    jetstream: bool = Field(
+        False,
+        description="Ingress from durable JetStream consumers, acknowledged after the node "
+        "committed; egress published to JetStream with Nats-Msg-Id, confirmed by its ack. "
+        "Core NATS (false) is at-most-once at ingress",
+    )
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+
+
+class NatsBinding:
+    """The CloudEvents NATS binding: binary (``ce-`` headers) and structured; ``data`` too."""
+
+    def decode(self, message: Message) -> list[Event | InvalidEvent] | None:
+        ev = decode_nats(message.payload, message.headers)
+        return None if ev is None else [ev]
+
+    def encode(self, event: Event, mode: Mode, topic: str) -> Message:
+        if mode is Mode.DATA:
+            return Message(topic, event.data or b"", headers={})
+        payload, headers = encode_nats(event, mode)
+        return Message(topic, payload, headers=headers)
+
+
+def _publish_subject_problem(subject: str) -> str | None:
+    """Why nats-server would refuse to publish to ``subject`` (it says so only in an -ERR)."""
+    if not subject:
+        return "empty subject"
+    for tok in subject.split("."):
+        if tok in ("*", ">"):
+            return "a publish subject cannot contain the wildcards * or >"
+        if not _TOKEN.fullmatch(tok):
+            return "subjects are non-empty tokens separated by '.', without spaces"
+    return None
 
 
 def _command(m: Message) -> bytes:
     """The PUB or HPUB protocol command for one message."""
-    if not m.headers:
+    if not m.headers and m.dedup_id is None:
         return pub_cmd(m.topic, "", m.payload)
+    items = dict(m.headers)
+    if m.dedup_id is not None:
+        items["Nats-Msg-Id"] = m.dedup_id
     hdr = (
         "NATS/1.0\r\n"
-        + "".join(f"{k}: {str(v).translate(_NEWLINES)}\r\n" for k, v in m.headers.items())
+        + "".join(f"{k}: {str(v).translate(_NEWLINES)}\r\n" for k, v in items.items())
         + "\r\n"
     )
     return hpub_cmd(m.topic, "", hdr.encode(), m.payload)
 
 
-class _Lost:
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
+@contextlib.contextmanager
+def _mapped(broker: str, doing: str) -> Iterator[None]:
+    """nats-py's exceptions as the gateway's (the one mapping of this bridge)."""
+    try:
+        yield
+    except nats.errors.BadSubjectError as exc:
+        raise BridgeError(broker, f"{doing}: invalid subject") from exc
+    except nats.errors.MaxPayloadError as exc:
+        raise PublishError(broker, f"{doing}: {exc}", permanent=True) from exc
+    except (
+        OSError,  # includes TimeoutError, and nats-py's TimeoutError
+        nats.errors.ConnectionClosedError,
+        nats.errors.NoServersError,
+        nats.errors.StaleConnectionError,
+        nats.errors.ConnectionReconnectingError,
+        nats.errors.OutboundBufferLimitError,
+        nats.errors.AuthorizationError,
+        nats.errors.SecureConnRequiredError,
+    ) as exc:
+        raise BrokerUnavailable(broker, f"{doing}: {exc or type(exc).__name__}") from exc
+    except nats.errors.Error as exc:
+        raise BridgeError(broker, f"{doing}: {exc or type(exc).__name__}") from exc
 
 
 async def _flush(nc: Client) -> None:
@@ -89,15 +171,13 @@ async def _flush(nc: Client) -> None:
 class NatsBridge:
     """A bridge to one NATS server."""
 
-    def __init__(self, name: str, cfg: NatsBroker, node_id: str) -> None:
-        self.name = name
+    def __init__(self, cfg: NatsBrokerConfig, ctx: BridgeContext) -> None:
+        self.name = ctx.broker
         self.cfg = cfg
-        self.node_id = node_id
+        self.ctx = ctx
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
-        self._queue: asyncio.Queue[Delivery | _Lost] = asyncio.Queue()
-        self._pullers: list[asyncio.Task[None]] = []
-        self._taken = asyncio.Event()
+        self._dropping = False
 
     async def connect(self, subscriptions: Sequence[Subscribe]) -> None:
         opts: dict[str, Any] = {}
@@ -106,22 +186,21 @@ class NatsBridge:
             opts["password"] = self.cfg.password
         if self.cfg.token:
             opts["token"] = self.cfg.token
+        inbox = self.ctx.inbox
 
         async def closed() -> None:
-            self._queue.put_nowait(_Lost("connection closed"))
+            inbox.lost("connection closed")
 
         async def error(exc: Exception) -> None:
             if isinstance(exc, nats.errors.SlowConsumerError):
-                log.error(
-                    "nats %s: slow consumer, messages dropped by the client: %s", self.name, exc
-                )
+                self._dropped(1)
             else:
                 log.debug("nats %s: %s", self.name, exc)
 
-        try:
+        with _mapped(self.name, f"cannot connect to {self.cfg.url}"):
             self._nc = nc = await nats.connect(
                 self.cfg.url,
-                name=f"mesh-{self.node_id}-{self.name}",
+                name=f"mesh-{self.ctx.node_id}-{self.name}",
                 allow_reconnect=False,
                 # Never receive our own publishes (egress), so ingress cannot loop them.
                 no_echo=True,
@@ -130,117 +209,112 @@ class NatsBridge:
                 error_cb=error,
                 **opts,
             )
+        with _mapped(self.name, "cannot subscribe"):
             if self.cfg.jetstream:
-                self._js = nc.jetstream()
+                self._js = js = nc.jetstream()
                 for sub in subscriptions:
-                    psub = await self._js.pull_subscribe(sub.topic, durable=sub.durable)
-                    self._pullers.append(
-                        asyncio.create_task(self._pull(psub), name=f"nats[{self.name}].pull")
-                    )
+                    psub = await js.pull_subscribe(sub.topic, durable=sub.durable)
+                    self.ctx.tasks.spawn(f"pull[{sub.topic}]", functools.partial(self._pull, psub))
             else:
                 for sub in subscriptions:
                     await nc.subscribe(
                         sub.topic,
                         queue=sub.queue_group or "",
                         cb=self._on_msg,
-                        pending_msgs_limit=-1,
-                        pending_bytes_limit=-1,
+                        pending_msgs_limit=PENDING_MSGS,
+                        pending_bytes_limit=PENDING_BYTES,
                     )
             await nc.flush(FLUSH_TIMEOUT)
-        except (OSError, TimeoutError, nats.errors.Error) as exc:
-            raise BrokerUnavailable(
-                self.name, f"cannot connect to {self.cfg.url}: {exc or type(exc).__name__}"
-            ) from exc
+
+    def _dropped(self, n: int) -> None:
+        self.ctx.metrics.inc(
+            "mesh_ingress_dropped_total", n, broker=self.name, reason="slow consumer"
+        )
+        if not self._dropping:
+            self._dropping = True
+            log.warning(
+                "nats %s: the node is behind; dropping core NATS messages as a slow consumer "
+                "(counted in mesh_ingress_dropped_total)",
+                self.name,
+                extra={"broker": self.name},
+            )
 
     async def _on_msg(self, msg: Msg) -> None:
-        self._queue.put_nowait(Delivery(self._message(msg)))
-
-    @staticmethod
-    def _message(msg: Msg) -> Message:
-        headers = msg.headers or {}
-        ct = next((v for k, v in headers.items() if k.lower() == "content-type"), None)
-        return Message(msg.subject, msg.data, headers, ct)
+        if self.ctx.inbox.offer(Delivery(_message(msg))):
+            self._dropping = False
+        else:
+            self._dropped(1)
 
     async def _pull(self, psub: JetStreamContext.PullSubscription) -> None:
-        """Fetch from a durable consumer whenever the node has taken the last batch."""
-        try:
-            while True:
-                try:
-                    msgs = await psub.fetch(FETCH_BATCH, timeout=5)
-                except TimeoutError:
-                    continue
-                for m in msgs:
-                    self._queue.put_nowait(Delivery(self._message(m), m.ack, m.nak))
-                # Fetch more only once the node has taken these (bounded in memory).
-                self._taken.clear()
-                await self._taken.wait()
-        except (nats.errors.Error, OSError) as exc:
-            self._queue.put_nowait(_Lost(f"JetStream fetch failed: {exc}"))
-
-    async def receive(self, limit: int) -> list[Delivery]:
-        first = await self._queue.get()
-        if isinstance(first, _Lost):
-            raise BrokerUnavailable(self.name, first.reason)
-        out = [first]
-        while len(out) < limit and not self._queue.empty():
-            item = self._queue.get_nowait()
-            if isinstance(item, _Lost):
-                self._queue.put_nowait(item)
-                break
-            out.append(item)
-        if self._queue.empty():
-            self._taken.set()
-        return out
+        """Fetch from a durable consumer whenever the inbox has room."""
+        inbox = self.ctx.inbox
+        while True:
+            await inbox.wait_for_room()
+            try:
+                with _mapped(self.name, "JetStream fetch failed"):
+                    try:
+                        msgs = await psub.fetch(max(1, min(FETCH_BATCH, inbox.room)), timeout=5)
+                    except (TimeoutError, nats.js.errors.FetchTimeoutError):
+                        continue
+            except BrokerUnavailable as exc:
+                inbox.lost(exc.reason)
+                return
+            for m in msgs:
+                inbox.put(Delivery(_message(m), m.ack, m.nak))
 
     async def publish(self, messages: Sequence[Message]) -> list[PublishError | None]:
         nc = self._nc
         if nc is None or not nc.is_connected:
             return [PublishError(self.name, "not connected")] * len(messages)
-        if self._js is not None:
-            return await self._publish_js(self._js, messages)
         results: list[PublishError | None] = [None] * len(messages)
-        commands: list[bytes] = []
+        valid: list[tuple[int, Message]] = []
         for i, m in enumerate(messages):
-            if not m.topic or any(c in m.topic for c in " \t\r\n"):
-                results[i] = PublishError(self.name, f"invalid subject {m.topic!r}", permanent=True)
-                continue
-            if len(m.payload) > nc.max_payload:
+            problem = _publish_subject_problem(m.topic)
+            if problem is not None:
+                results[i] = InvalidTopic(self.name, m.topic, problem)
+            elif len(m.payload) > nc.max_payload:
                 results[i] = PublishError(
                     self.name,
                     f"payload of {len(m.payload)} bytes exceeds the server's "
                     f"max_payload {nc.max_payload}",
                     permanent=True,
                 )
-                continue
-            commands.append(_command(m))
+            else:
+                valid.append((i, m))
+        if self._js is not None:
+            for (i, _m), res in zip(valid, await self._publish_js(self._js, valid), strict=True):
+                results[i] = res
+            return results
+        commands = [_command(m) for _i, m in valid]
         try:
-            # The whole batch goes into nats-py's write buffer at once (one write,
-            # one PING after it) instead of one coroutine and flusher wake-up per
-            # message, which cost a sixth of an egress node's CPU.
-            nc._pending.extend(commands)
-            nc._pending_data_size += sum(len(c) for c in commands)
-            nc.stats["out_msgs"] += len(commands)
-            await _flush(nc)
-        except (OSError, TimeoutError, nats.errors.Error) as exc:
-            err = PublishError(self.name, f"publish not confirmed: {exc or type(exc).__name__}")
+            with _mapped(self.name, "publish not confirmed"):
+                # The whole batch goes into nats-py's write buffer at once (one write,
+                # one PING after it) instead of one coroutine and flusher wake-up per
+                # message, which cost a sixth of an egress node's CPU.
+                nc._pending.extend(commands)
+                nc._pending_data_size += sum(len(c) for c in commands)
+                nc.stats["out_msgs"] += len(commands)
+                await _flush(nc)
+        except BridgeError as exc:
+            err = exc if isinstance(exc, PublishError) else PublishError(self.name, exc.reason)
             return [r or err for r in results]
         return results
 
     async def _publish_js(
-        self, js: JetStreamContext, messages: Sequence[Message]
+        self, js: JetStreamContext, messages: list[tuple[int, Message]]
     ) -> list[PublishError | None]:
         futures: list[asyncio.Future[Any] | PublishError] = []
-        for m in messages:
+        for _i, m in messages:
+            headers = dict(m.headers)
+            if m.dedup_id is not None:
+                headers["Nats-Msg-Id"] = m.dedup_id
             try:
+                with _mapped(self.name, f"cannot publish to {m.topic!r}"):
+                    futures.append(await js.publish_async(m.topic, m.payload, headers=headers))
+            except BridgeError as exc:
                 futures.append(
-                    await js.publish_async(m.topic, m.payload, headers=dict(m.headers) or None)
+                    exc if isinstance(exc, PublishError) else PublishError(self.name, exc.reason)
                 )
-            except (nats.errors.BadSubjectError, nats.errors.MaxPayloadError) as exc:
-                futures.append(
-                    PublishError(self.name, f"cannot publish to {m.topic!r}: {exc}", permanent=True)
-                )
-            except (OSError, nats.errors.Error) as exc:
-                futures.append(PublishError(self.name, f"publish failed: {exc}"))
         pending = [f for f in futures if isinstance(f, asyncio.Future)]
         if pending:
             await asyncio.wait(pending, timeout=PUBLISH_TIMEOUT)
@@ -262,11 +336,58 @@ class NatsBridge:
         return results
 
     async def close(self) -> None:
-        for t in self._pullers:
-            t.cancel()
-        for t in self._pullers:
-            with contextlib.suppress(BaseException):
-                await t
+        await self.ctx.tasks.aclose()
+        self.ctx.inbox.lost("closed")
         if self._nc is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(nats.errors.Error, OSError):
                 await self._nc.close()
+
+
+def _message(msg: Msg) -> Message:
+    headers = msg.headers or {}
+    ct = next((v for k, v in headers.items() if k.lower() == "content-type"), None)
+    return Message(msg.subject, msg.data, headers, ct)
+
+
+def _check_ingress(cfg: NatsBrokerConfig, rule: IngressRule) -> list[tuple[str, str]]:
+    out = []
+    if any(not tok or any(c.isspace() for c in tok) for tok in rule.topic.split(".")):
+        out.append(("topic", "subjects are non-empty tokens separated by '.', without spaces"))
+    if rule.queue_group is not None and not re.fullmatch(r"[^\s*>]+", rule.queue_group):
+        out.append(("queue_group", "a NATS queue group is one word without spaces, * or >"))
+    if rule.durable is not None and not re.fullmatch(r"[^\s.*>/\\]+", rule.durable):
+        out.append(("durable", "a JetStream durable name cannot contain spaces, . * > / or \\"))
+    return out
+
+
+def _check_egress(cfg: NatsBrokerConfig, rule: EgressRule) -> list[tuple[str, str]]:
+    literal = re.sub(r"\{[^}]*\}", "x", rule.target.replace("{{", "").replace("}}", ""))
+    if re.search(r"[*>\s]", literal):
+        return [("target", "a NATS subject cannot contain *, > or spaces")]
+    return []
+
+
+_BINDING = NatsBinding()
+
+
+def _capabilities(cfg: NatsBrokerConfig) -> Capabilities:
+    return Capabilities(
+        redelivery=cfg.jetstream,
+        queue_groups=not cfg.jetstream,  # JetStream replicas share a durable consumer instead
+        no_local=True,
+        confirm=True,
+        dedup_ids=cfg.jetstream,
+    )
+
+
+SPEC = BridgeSpec(
+    kind="nats",
+    config=NatsBrokerConfig,
+    syntax=NATS_SYNTAX,
+    factory=NatsBridge,
+    binding=lambda cfg: _BINDING,
+    capabilities=_capabilities,
+    check_ingress=_check_ingress,
+    check_egress=_check_egress,
+    summary="NATS core and JetStream (nats-py)",
+)

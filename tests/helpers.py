@@ -15,7 +15,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from mesh.config import MeshConfig, parse_config
-from mesh.plugins import Bridge, Delivery
+from mesh.plugins import Bridge, BridgeContext, BridgeSpec, Delivery
+from mesh.runtime.inbox import Inbox
+from mesh.runtime.lifecycle import Faults, TaskScope
+from mesh.runtime.metrics import Metrics
 
 
 async def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
@@ -30,12 +33,27 @@ async def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "
         await asyncio.sleep(0.02)
 
 
-async def receive_n(bridge: Bridge, count: int, timeout: float = 20.0) -> list[Delivery]:
-    """Exactly ``count`` deliveries from ``bridge``, however its receives split them."""
+def open_bridge(
+    spec: BridgeSpec, config: dict[str, Any], name: str = "b", node_id: str = "bridge-test"
+) -> tuple[Bridge, BridgeContext]:
+    """A bridge from its spec with a context of its own, as a node would build it."""
+    metrics = Metrics()
+    ctx = BridgeContext(
+        broker=name,
+        node_id=node_id,
+        inbox=Inbox(name),
+        tasks=TaskScope(Faults(metrics), prefix=f"bridge[{name}]."),
+        metrics=metrics,
+    )
+    return spec.factory(spec.config.model_validate(config), ctx), ctx
+
+
+async def receive_n(inbox: Inbox, count: int, timeout: float = 20.0) -> list[Delivery]:
+    """Exactly ``count`` deliveries from ``inbox``, however its takes split them."""
     got: list[Delivery] = []
     async with asyncio.timeout(timeout):
         while len(got) < count:
-            got += await bridge.receive(count - len(got))
+            got += await inbox.take(count - len(got))
     return got
 
 

@@ -11,20 +11,16 @@ and a hint. The JSON Schema of the file is :func:`json_schema`, generated from
 the same models.
 """
 
-from mesh.config.loader import json_schema, load_config, parse_config
+from mesh.config.loader import config_model, json_schema, load_config, parse_config
 from mesh.config.models import (
     AcceptPeer,
     Backoff,
-    Broker,
+    BrokerModel,
     EgressRule,
     EventTemplate,
-    HttpBroker,
     IngressRule,
     Limits,
-    MemoryBroker,
     MeshConfig,
-    MqttBroker,
-    NatsBroker,
     NodeSettings,
     OnError,
     OutboxSettings,
@@ -36,22 +32,19 @@ from mesh.config.models import (
 __all__ = [
     "AcceptPeer",
     "Backoff",
-    "Broker",
+    "BrokerModel",
     "EgressRule",
     "EventTemplate",
-    "HttpBroker",
     "IngressRule",
     "Limits",
-    "MemoryBroker",
     "MeshConfig",
-    "MqttBroker",
-    "NatsBroker",
     "NodeSettings",
     "OnError",
     "OutboxSettings",
     "Peer",
     "RetryPolicy",
     "Storage",
+    "config_model",
     "json_schema",
     "load_config",
     "parse_config",

@@ -1,9 +1,17 @@
-"""Cross-field checks of a configuration that pydantic cannot express."""
+"""Cross-field checks of a configuration that pydantic cannot express.
+
+Everything that depends on a broker's kind is asked of its bridge's spec
+(:class:`mesh.plugins.BridgeSpec`): its topic syntax, its capabilities (egress
+modes, queue groups, whether it can receive or publish) and its own checks of
+ingress and egress rules, so that what a broker library would refuse at run
+time is refused by ``mesh validate`` first.
+"""
 
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -11,9 +19,14 @@ from mesh.config.models import EgressRule, IngressRule
 from mesh.core.errors import ConfigError, FilterError, MeshError, TemplateError
 from mesh.core.filters import compile_filter
 from mesh.core.templates import Template
-from mesh.core.topics import Pattern, TopicError, to_mesh_pattern
+from mesh.core.topics import Pattern, TopicError
+
+if TYPE_CHECKING:
+    from mesh.plugins import BridgeSpec, Capabilities
 
 __all__ = ["semantic_errors", "tolerant"]
+
+BROKER_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def tolerant(model: type[BaseModel], raw: Any) -> Any:
@@ -32,131 +45,53 @@ def tolerant(model: type[BaseModel], raw: Any) -> Any:
     return None
 
 
-# -- cross-field checks ------------------------------------------------------------
+class _Broker:
+    """A broker entry as far as it validated: its spec and, if valid, its model."""
+
+    def __init__(self, name: str, spec: BridgeSpec | None, cfg: Any) -> None:
+        self.name = name
+        self.spec = spec
+        self.cfg = cfg
+
+    @property
+    def capabilities(self) -> Capabilities | None:
+        if self.spec is None or self.cfg is None:
+            return None
+        return self.spec.capabilities(self.cfg)
+
+    def describe(self) -> str:
+        spec = self.spec
+        if spec is None:
+            return f"broker {self.name!r}"
+        what = spec.describe(self.cfg) if spec.describe and self.cfg is not None else spec.kind
+        return f"broker {self.name!r} ({what})"
 
 
-def semantic_errors(data: dict[str, Any]) -> list[ConfigError]:
+def semantic_errors(data: dict[str, Any], specs: Mapping[str, BridgeSpec]) -> list[ConfigError]:
     """Checks pydantic cannot express; run on every rule that is valid on its own."""
     errors: list[ConfigError] = []
-    raw_brokers = data.get("brokers") or {}
-    brokers: dict[str, Any] = {}
-    if isinstance(raw_brokers, dict):
-        for name, b in raw_brokers.items():
-            if not re.fullmatch(r"[A-Za-z0-9_-]+", str(name)):
-                errors.append(ConfigError(f"brokers.{name}", "broker names use A-Z a-z 0-9 _ -"))
-            brokers[str(name)] = b.get("kind") if isinstance(b, dict) else None
+    brokers = _brokers(data, specs, errors)
     known = ", ".join(brokers) or "(none defined)"
     node = data.get("node") if isinstance(data.get("node"), dict) else {}
     node_id = node.get("id") if isinstance(node, dict) else None
 
-    for i, raw in enumerate(data.get("ingress") or []):
-        path = f"ingress[{i}]"
+    ingress = data.get("ingress")
+    for i, raw in enumerate(ingress if isinstance(ingress, list) else []):
         rule = tolerant(IngressRule, raw)
-        if rule is None:
-            continue
-        kind = brokers.get(rule.from_)
-        if rule.from_ not in brokers:
-            errors.append(
-                ConfigError(f"{path}.from", f"unknown broker {rule.from_!r}; known: {known}")
-            )
-            continue
-        syntax: Literal["mqtt", "nats", "mesh"] = (
-            "nats" if kind == "nats" else "mqtt" if kind == "mqtt" else "mesh"
-        )
-        try:
-            pattern = Pattern.compile(to_mesh_pattern(rule.topic, syntax))
-        except TopicError as exc:
-            errors.append(
-                ConfigError(
-                    f"{path}.topic", exc.reason, "NATS uses * and >; MQTT and HTTP use + and #"
-                )
-            )
-            continue
-        if syntax == "nats" and ("+" in rule.topic.split(".") or "#" in rule.topic.split(".")):
-            errors.append(ConfigError(f"{path}.topic", "NATS subjects use * and >, not + and #"))
-        if syntax == "mqtt" and any(t in (">", "*") for t in rule.topic.split("/")):
-            errors.append(ConfigError(f"{path}.topic", "MQTT topics use + and #, not * and >"))
-        if rule.mesh_topic is not None:
-            _check_template(
-                errors, f"{path}.mesh_topic", rule.mesh_topic, pattern.wildcards, attributes=False
-            )
-        if rule.event is not None:
-            for key in ("type", "source", "subject", "id", "dataschema", "datacontenttype"):
-                value = getattr(rule.event, key)
-                if value is not None:
-                    _check_template(
-                        errors, f"{path}.event.{key}", value, pattern.wildcards, attributes=False
-                    )
-            for ext, value in rule.event.extensions.items():
-                if not re.fullmatch(r"[a-z0-9]+", ext) or ext == "data":
-                    errors.append(
-                        ConfigError(
-                            f"{path}.event.extensions.{ext}", "attribute names use only a-z and 0-9"
-                        )
-                    )
-                _check_template(
-                    errors,
-                    f"{path}.event.extensions.{ext}",
-                    value,
-                    pattern.wildcards,
-                    attributes=False,
-                )
-        if rule.queue_group is not None and kind == "http":
-            errors.append(ConfigError(f"{path}.queue_group", "HTTP ingress has no queue groups"))
+        if rule is not None:
+            _check_ingress(errors, f"ingress[{i}]", rule, brokers, known)
 
-    for i, raw in enumerate(data.get("egress") or []):
-        path = f"egress[{i}]"
+    egress = data.get("egress")
+    for i, raw in enumerate(egress if isinstance(egress, list) else []):
         rule_e = tolerant(EgressRule, raw)
-        if rule_e is None:
-            continue
-        if rule_e.to not in brokers:
-            errors.append(
-                ConfigError(f"{path}.to", f"unknown broker {rule_e.to!r}; known: {known}")
-            )
-            continue
-        try:
-            pattern = Pattern.compile(rule_e.topic)
-        except TopicError as exc:
-            errors.append(
-                ConfigError(f"{path}.topic", exc.reason, "mesh topics use '/' levels with + and #")
-            )
-            continue
-        if rule_e.filter is not None:
-            try:
-                compile_filter(rule_e.filter)
-            except FilterError as exc:
-                errors.append(
-                    ConfigError(
-                        f"{path}.filter", str(exc).removeprefix("filter").lstrip(".: ") or str(exc)
-                    )
-                )
-        _check_template(errors, f"{path}.target", rule_e.target, pattern.wildcards, attributes=True)
-        kind = brokers.get(rule_e.to)
-        if kind == "http" and not re.match(r"^https?://", rule_e.target):
-            errors.append(ConfigError(f"{path}.target", "a webhook target must be an http(s) URL"))
-        if kind == "mqtt" and rule_e.mode == "binary":
-            b = raw_brokers.get(rule_e.to) or {}
-            if str(b.get("protocol", 5)) == "3.1.1":
-                errors.append(
-                    ConfigError(
-                        f"{path}.mode",
-                        f"binary mode needs MQTT 5; broker {rule_e.to!r} speaks 3.1.1",
-                        "use structured or data",
-                    )
-                )
-        if kind == "mqtt" and re.search(r"[+#]", rule_e.target.replace("{", "").replace("}", "")):
-            errors.append(
-                ConfigError(f"{path}.target", "an MQTT publish topic cannot contain + or #")
-            )
-        if kind == "nats" and re.search(r"[*>\s]", rule_e.target):
-            errors.append(
-                ConfigError(f"{path}.target", "a NATS subject cannot contain *, > or spaces")
-            )
+        if rule_e is not None:
+            _check_egress(errors, f"egress[{i}]", rule_e, brokers, known)
 
     seen: dict[str, int] = {}
-    for i, raw in enumerate(data.get("peers") or []):
+    peers = data.get("peers")
+    for i, raw in enumerate(peers if isinstance(peers, list) else []):
         pid = raw.get("id") if isinstance(raw, dict) else None
-        if pid is None:
+        if not isinstance(pid, str):
             continue
         if pid == node_id:
             errors.append(ConfigError(f"peers[{i}].id", "a node cannot peer with itself"))
@@ -168,6 +103,141 @@ def semantic_errors(data: dict[str, Any]) -> list[ConfigError]:
             )
         seen[pid] = i
     return errors
+
+
+def _brokers(
+    data: dict[str, Any], specs: Mapping[str, BridgeSpec], errors: list[ConfigError]
+) -> dict[str, _Broker]:
+    raw_brokers = data.get("brokers") or {}
+    out: dict[str, _Broker] = {}
+    if not isinstance(raw_brokers, dict):
+        return out
+    for name, b in raw_brokers.items():
+        name = str(name)
+        if not BROKER_NAME.fullmatch(name):
+            errors.append(ConfigError(f"brokers.{name}", "broker names use A-Z a-z 0-9 _ -"))
+        kind = b.get("kind") if isinstance(b, dict) else None
+        spec = specs.get(kind) if isinstance(kind, str) else None
+        cfg = None
+        if spec is not None:
+            try:
+                cfg = spec.config.model_validate(b)
+            except ValidationError:
+                cfg = None  # pydantic's own errors report it
+        out[name] = _Broker(name, spec, cfg)
+    return out
+
+
+def _check_ingress(
+    errors: list[ConfigError],
+    path: str,
+    rule: IngressRule,
+    brokers: dict[str, _Broker],
+    known: str,
+) -> None:
+    broker = brokers.get(rule.from_)
+    if broker is None:
+        errors.append(ConfigError(f"{path}.from", f"unknown broker {rule.from_!r}; known: {known}"))
+        return
+    if broker.spec is None:
+        return
+    syntax = broker.spec.syntax
+    try:
+        pattern = Pattern.compile(syntax.to_mesh(rule.topic))
+    except TopicError as exc:
+        errors.append(
+            ConfigError(
+                f"{path}.topic",
+                exc.reason,
+                f"{syntax.name} patterns separate levels with {syntax.separator!r} and use "
+                f"{syntax.one} for one level, {syntax.rest} for the rest",
+            )
+        )
+        return
+    if rule.mesh_topic is not None:
+        _check_template(
+            errors, f"{path}.mesh_topic", rule.mesh_topic, pattern.wildcards, attributes=False
+        )
+    if rule.event is not None:
+        for key in ("type", "source", "subject", "id", "dataschema", "datacontenttype"):
+            value = getattr(rule.event, key)
+            if value is not None:
+                _check_template(
+                    errors, f"{path}.event.{key}", value, pattern.wildcards, attributes=False
+                )
+        for ext, value in rule.event.extensions.items():
+            if not re.fullmatch(r"[a-z0-9]+", ext) or ext == "data":
+                errors.append(
+                    ConfigError(
+                        f"{path}.event.extensions.{ext}", "attribute names use only a-z and 0-9"
+                    )
+                )
+            _check_template(
+                errors,
+                f"{path}.event.extensions.{ext}",
+                value,
+                pattern.wildcards,
+                attributes=False,
+            )
+    caps = broker.capabilities
+    if caps is None:
+        return
+    if not caps.receive:
+        errors.append(ConfigError(f"{path}.from", f"{broker.describe()} cannot receive messages"))
+        return
+    if rule.queue_group is not None and not caps.queue_groups:
+        errors.append(
+            ConfigError(f"{path}.queue_group", f"{broker.describe()} has no queue groups")
+        )
+    for key, problem in broker.spec.check_ingress(broker.cfg, rule):
+        errors.append(ConfigError(f"{path}.{key}", problem))
+
+
+def _check_egress(
+    errors: list[ConfigError],
+    path: str,
+    rule: EgressRule,
+    brokers: dict[str, _Broker],
+    known: str,
+) -> None:
+    broker = brokers.get(rule.to)
+    if broker is None:
+        errors.append(ConfigError(f"{path}.to", f"unknown broker {rule.to!r}; known: {known}"))
+        return
+    try:
+        pattern = Pattern.compile(rule.topic)
+    except TopicError as exc:
+        errors.append(
+            ConfigError(f"{path}.topic", exc.reason, "mesh topics use '/' levels with + and #")
+        )
+        return
+    if rule.filter is not None:
+        try:
+            compile_filter(rule.filter)
+        except FilterError as exc:
+            errors.append(
+                ConfigError(
+                    f"{path}.filter", str(exc).removeprefix("filter").lstrip(".: ") or str(exc)
+                )
+            )
+    _check_template(errors, f"{path}.target", rule.target, pattern.wildcards, attributes=True)
+    caps = broker.capabilities
+    if caps is None or broker.spec is None:
+        return
+    if not caps.publish:
+        errors.append(ConfigError(f"{path}.to", f"{broker.describe()} cannot publish"))
+        return
+    if rule.mode not in caps.modes:
+        choices = " or ".join(sorted(m.value for m in caps.modes))
+        errors.append(
+            ConfigError(
+                f"{path}.mode",
+                f"{rule.mode} mode is not available on {broker.describe()}",
+                f"use {choices}",
+            )
+        )
+    for key, problem in broker.spec.check_egress(broker.cfg, rule):
+        errors.append(ConfigError(f"{path}.{key}", problem))
 
 
 def _check_template(

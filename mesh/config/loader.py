@@ -3,20 +3,56 @@ validation with every error reported at once, and the JSON Schema."""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any, Union
 
 import yaml
-from pydantic import ValidationError
+from pydantic import Field, ValidationError, create_model
 
 from mesh.config.checks import semantic_errors
-from mesh.config.models import MeshConfig
+from mesh.config.models import BrokerModel, MeshConfig
 from mesh.core.errors import ConfigError, ConfigErrors
 
-__all__ = ["json_schema", "load_config", "parse_config"]
+if TYPE_CHECKING:
+    from mesh.plugins import BridgeSpec
+
+__all__ = ["config_model", "json_schema", "load_config", "parse_config"]
+
+
+def _specs(specs: Mapping[str, BridgeSpec] | None) -> Mapping[str, BridgeSpec]:
+    if specs is not None:
+        return specs
+    from mesh.plugins import load_specs  # the registry imports bridges, which import config
+
+    return load_specs()
+
+
+def config_model(specs: Mapping[str, BridgeSpec] | None = None) -> type[MeshConfig]:
+    """The configuration model whose ``brokers`` are the registered bridges' models."""
+    return _config_model(tuple(s.config for s in _specs(specs).values()))
+
+
+@functools.cache
+def _config_model(models: tuple[type[BrokerModel], ...]) -> type[MeshConfig]:
+    broker: Any
+    if not models:
+        broker = BrokerModel
+    elif len(models) == 1:
+        broker = models[0]
+    else:
+        broker = Annotated[Union[models], Field(discriminator="kind")]  # noqa: UP007
+    model: type[MeshConfig] = create_model(
+        "MeshConfig",
+        __base__=MeshConfig,
+        __module__=MeshConfig.__module__,
+        brokers=(dict[str, broker], Field(default_factory=dict)),
+    )
+    return model
+
 
 # -- loading -----------------------------------------------------------------------
 
@@ -68,22 +104,21 @@ def _loc(loc: tuple[int | str, ...]) -> str:
 _HINTS = {
     "extra_forbidden": "remove it or check its spelling",
     "missing": "this key is required",
-    "union_tag_invalid": "kind must be one of: mqtt, nats, http, memory",
     "literal_error": None,
 }
 
 
-def _pydantic_errors(exc: ValidationError) -> list[ConfigError]:
+def _pydantic_errors(exc: ValidationError, kinds: list[str]) -> list[ConfigError]:
     out = []
     for err in exc.errors(include_url=False):
-        # Drop the discriminator tag pydantic puts in union locations.
-        loc = tuple(
-            p
-            for p in err["loc"]
-            if p not in ("mqtt", "nats", "http", "memory") or not isinstance(p, str)
-        )
+        loc = tuple(err["loc"])
+        # Drop the discriminator tag pydantic puts in union locations (brokers.<name>.<kind>).
+        if len(loc) > 2 and loc[0] == "brokers" and loc[2] in kinds:
+            loc = loc[:2] + loc[3:]
         message = err["msg"]
         hint = _HINTS.get(err["type"])
+        if err["type"] == "union_tag_invalid":
+            hint = f"kind must be one of: {', '.join(kinds)}"
         if err["type"] == "extra_forbidden":
             message = "unknown key"
         elif err["type"] == "string_pattern_mismatch" and loc and loc[-1] == "id":
@@ -93,27 +128,39 @@ def _pydantic_errors(exc: ValidationError) -> list[ConfigError]:
 
 
 def parse_config(
-    data: Any, source: str = "<config>", env: Mapping[str, str] | None = None
+    data: Any,
+    source: str = "<config>",
+    env: Mapping[str, str] | None = None,
+    specs: Mapping[str, BridgeSpec] | None = None,
 ) -> MeshConfig:
-    """Validate an already-loaded YAML document; raise ConfigErrors with every problem."""
+    """Validate an already-loaded YAML document; raise ConfigErrors with every problem.
+
+    Broker entries are validated by the models of the bridges in ``specs``
+    (default: every bridge installed).
+    """
     env = os.environ if env is None else env
+    specs = _specs(specs)
     errors: list[ConfigError] = []
     if not isinstance(data, dict):
         raise ConfigErrors(source, [ConfigError("", "the file must be a YAML mapping")])
     data = _interpolate(data, "", errors, env)
     config: MeshConfig | None = None
     try:
-        config = MeshConfig(**data)
+        config = config_model(specs)(**data)
     except ValidationError as exc:
-        errors.extend(_pydantic_errors(exc))
-    errors.extend(semantic_errors(data))
+        errors.extend(_pydantic_errors(exc, list(specs)))
+    errors.extend(semantic_errors(data, specs))
     if errors or config is None:
         unique = list({str(e): e for e in errors}.values())
         raise ConfigErrors(source, unique)
     return config
 
 
-def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> MeshConfig:
+def load_config(
+    path: str | Path,
+    env: Mapping[str, str] | None = None,
+    specs: Mapping[str, BridgeSpec] | None = None,
+) -> MeshConfig:
     """Read, interpolate, override from the environment and validate a YAML file."""
     p = Path(path)
     try:
@@ -126,11 +173,12 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> MeshC
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ConfigErrors(str(p), [ConfigError("", f"{where}invalid YAML: {exc}")]) from exc
-    return parse_config(data, str(p), env)
+    return parse_config(data, str(p), env, specs)
 
 
-def json_schema() -> dict[str, Any]:
-    schema = MeshConfig.model_json_schema(by_alias=True)
+def json_schema(specs: Mapping[str, BridgeSpec] | None = None) -> dict[str, Any]:
+    """The JSON Schema of a configuration file, with every installed bridge's broker model."""
+    schema = config_model(specs).model_json_schema(by_alias=True)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "Event mesh gateway node configuration"
     return schema

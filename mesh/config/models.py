@@ -15,16 +15,12 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 __all__ = [
     "AcceptPeer",
     "Backoff",
-    "Broker",
+    "BrokerModel",
     "EgressRule",
     "EventTemplate",
-    "HttpBroker",
     "IngressRule",
     "Limits",
-    "MemoryBroker",
     "MeshConfig",
-    "MqttBroker",
-    "NatsBroker",
     "NodeSettings",
     "OnError",
     "OutboxSettings",
@@ -67,57 +63,15 @@ class NodeSettings(_Model):
         return int(self.listen.rpartition(":")[2])
 
 
-class MqttBroker(_Model):
-    kind: Literal["mqtt"]
-    url: str = Field("mqtt://127.0.0.1:1883", pattern=r"^mqtts?://")
-    protocol: Literal[5, "3.1.1"] = Field(5, description="MQTT protocol version: 5 or 3.1.1")
-    client_id: str | None = Field(None, description="Default: mesh-<node id>-<broker name>")
-    username: str | None = None
-    password: str | None = None
-    keepalive: int = Field(30, ge=5)
-    session_expiry: int = Field(
-        3600, ge=0, description="Seconds the broker keeps the session while the node is away"
-    )
-    max_inflight: int = Field(1000, ge=1, le=65535)
+class BrokerModel(_Model):
+    """Base of every broker's configuration model; each bridge plugin defines its own.
 
-    @field_validator("protocol", mode="before")
-    @classmethod
-    def _protocol(cls, v: Any) -> Any:
-        return 5 if v in ("5", "5.0", 5.0) else v
+    A subclass sets ``kind`` to ``Literal["<kind>"]``; the configuration's
+    ``brokers`` union is built from the registered bridges' models
+    (:func:`mesh.config.loader.config_model`).
+    """
 
-    @property
-    def version(self) -> Literal["5", "3.1.1"]:
-        return "5" if self.protocol == 5 else "3.1.1"
-
-
-class NatsBroker(_Model):
-    kind: Literal["nats"]
-    url: str = Field("nats://127.0.0.1:4222", pattern=r"^(nats|tls)://")
-    jetstream: bool = Field(
-        False,
-        description="Ingress from durable JetStream consumers, acknowledged after the node "
-        "committed; egress published to JetStream with Nats-Msg-Id, confirmed by its ack. "
-        "Core NATS (false) is at-most-once at ingress",
-    )
-    user: str | None = None
-    password: str | None = None
-    token: str | None = None
-
-
-class HttpBroker(_Model):
-    kind: Literal["http"]
-    timeout: float = Field(10.0, gt=0, description="Seconds per webhook request")
-    headers: dict[str, str] = Field(default_factory=dict, description="Added to every webhook")
-
-
-class MemoryBroker(_Model):
-    """An in-process broker, for unit tests and examples only (MQTT topic syntax)."""
-
-    kind: Literal["memory"]
-    name: str = Field("default", description="Bridges with the same name share one broker")
-
-
-Broker = Annotated[MqttBroker | NatsBroker | HttpBroker | MemoryBroker, Field(discriminator="kind")]
+    kind: str
 
 
 class Peer(_Model):
@@ -250,7 +204,7 @@ class MeshConfig(BaseSettings):
     )
 
     node: NodeSettings
-    brokers: dict[str, Broker] = Field(default_factory=dict)
+    brokers: dict[str, BrokerModel] = Field(default_factory=dict)
     peers: list[Peer] = Field(default_factory=list)
     accept: list[AcceptPeer] = Field(
         default_factory=list, description="Nodes allowed to dial this one, with their tokens"
@@ -274,7 +228,3 @@ class MeshConfig(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Environment overrides the file.
         return (env_settings, init_settings)
-
-    def broker_syntax(self, name: str) -> Literal["mqtt", "nats", "mesh"]:
-        kind = self.brokers[name].kind
-        return "nats" if kind == "nats" else ("mqtt" if kind == "mqtt" else "mesh")

@@ -1,52 +1,63 @@
-"""Egress rules, compiled: from an envelope to a broker message in the subscriber's format (pure).
+"""Egress rules, compiled: from an envelope to a broker message in the subscriber's format.
 
-One :class:`EgressWorker` per egress rule reads its outbox in order, renders
-the target template, encodes each event in the rule's mode (``binary``,
-``structured`` or ``data``: the payload alone), publishes the batch through
-the bridge and acknowledges the outbox only for what the broker confirmed.
-A transient failure puts the rest back in line and retries after a backoff;
-a permanent one (a template that cannot render, a webhook answering 400)
-sends the event to the dead-letter count with its reason.
+Pure. :meth:`EgressRule.encode` renders the target template and has the
+protocol's binding (from its bridge's spec) encode the event in the rule's
+mode: ``binary``, ``structured`` or ``data`` (the payload alone). The worker
+that publishes and acknowledges is :class:`mesh.runtime.egress.EgressWorker`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Protocol
 
-from mesh.core.codec import Mode, encode_http, encode_mqtt, encode_nats
+from mesh.core.codec import Mode
 from mesh.core.envelope import Envelope
+from mesh.core.event import Event
 from mesh.core.message import Message
 from mesh.core.templates import RenderContext, Template
 from mesh.core.topics import Pattern
 
 if TYPE_CHECKING:
     from mesh.config import EgressRule as EgressConfig
-    from mesh.config import MeshConfig
 
-__all__ = ["EgressRule"]
+__all__ = ["EgressRule", "Encoder"]
+
+
+class Encoder(Protocol):
+    """The encoding half of a protocol's CloudEvents binding."""
+
+    def encode(self, event: Event, mode: Mode, topic: str) -> Message: ...
 
 
 class EgressRule:
     """A compiled egress rule: pattern, filter spec, target template, encoding."""
 
-    def __init__(self, index: int, cfg: EgressConfig, config: MeshConfig) -> None:
-        broker = config.brokers[cfg.to]
+    def __init__(
+        self,
+        index: int,
+        cfg: EgressConfig,
+        *,
+        binding: Encoder,
+        separator: str = "/",
+        dedup_ids: bool = False,
+        settings: Any = None,
+    ) -> None:
         self.index = index
         self.broker = cfg.to
-        self.kind = broker.kind
-        self.protocol: Literal["5", "3.1.1"] = broker.version if broker.kind == "mqtt" else "5"
+        self.binding = binding
         self.pattern = Pattern.compile(cfg.topic)
         self.filter = cfg.filter
         self.target = Template(cfg.target, max_capture=self.pattern.wildcards)
         self.mode = cfg.mode
+        self._mode = Mode(cfg.mode)
         self.qos = cfg.qos
         self.retain = cfg.retain
-        self.separator = "." if self.kind == "nats" else "/"
-        self.jetstream = broker.kind == "nats" and broker.jetstream
+        self.separator = separator  # captures are rendered with the target's level separator
+        self.dedup_ids = dedup_ids  # the broker drops a re-publish of the same id
         self.on_error = cfg.on_error
         self.name = f"egress[{index}]"
         # What a running worker depends on; a change restarts it (see Node.reload).
-        self.settings = (cfg.model_dump(), broker.model_dump())
+        self.settings = settings if settings is not None else cfg.model_dump()
 
     def encode(self, env: Envelope) -> Message:
         """Render the target and encode the event; raises TemplateError or EventError."""
@@ -60,36 +71,9 @@ class EgressRule:
             payload=ev.data,
             separator=self.separator,
         )
-        target = self.target.render(ctx)
-        if self.kind == "mqtt":
-            if self.mode == "data":
-                ct = ev.content_type if self.protocol == "5" else None
-                return Message(
-                    target, ev.data or b"", content_type=ct, qos=self.qos, retain=self.retain
-                )
-            payload, ct, props = encode_mqtt(ev, Mode(self.mode), self.protocol)
-            return Message(
-                target,
-                payload,
-                content_type=ct,
-                user_properties=props,
-                qos=self.qos,
-                retain=self.retain,
-            )
-        if self.kind == "nats":
-            headers: dict[str, str]
-            if self.mode == "data":
-                payload, headers = ev.data or b"", {}
-            else:
-                payload, headers = encode_nats(ev, Mode(self.mode))
-            if self.jetstream:
-                # JetStream drops a re-publish of the same event within its window.
-                headers["Nats-Msg-Id"] = f"{ev.attrs['source']} {ev.attrs['id']}"
-            return Message(target, payload, headers=headers)
-        if self.mode == "data":
-            ct = ev.content_type
-            return Message(
-                target, ev.data or b"", headers={"content-type": ct} if ct else {}, content_type=ct
-            )
-        headers, body = encode_http(ev, Mode(self.mode))
-        return Message(target, body, headers=headers, content_type=headers.get("content-type"))
+        msg = self.binding.encode(ev, self._mode, self.target.render(ctx))
+        msg.qos = self.qos
+        msg.retain = self.retain
+        if self.dedup_ids:
+            msg.dedup_id = f"{ev.attrs['source']} {ev.attrs['id']}"
+        return msg

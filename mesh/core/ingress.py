@@ -6,32 +6,29 @@ structured, per the binding of its protocol) is kept as it is; any other
 payload is wrapped into a new CloudEvent from the rule's ``event`` templates.
 The mesh topic is the rule's ``mesh_topic`` template, or the topic itself.
 
-:func:`IngressRule.build` is pure. :class:`Ingress` runs it over a batch,
-routes the results in one group commit and only then acknowledges the
-broker's deliveries; rejected messages are counted, logged and acknowledged
-(they can never succeed), so one bad message never holds up a batch.
+The protocol's binding (from its bridge's spec) decides what is a CloudEvent.
+:func:`IngressRule.build` is pure; :class:`mesh.runtime.ingress.Ingress` runs
+it over batches, routes the results durably and then acknowledges.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Protocol
 
 import orjson
 
-from mesh.core.codec import Mode, decode_http, decode_mqtt, decode_nats
 from mesh.core.envelope import Envelope
 from mesh.core.errors import EventError, EventTooLarge, InvalidEvent, TemplateError
 from mesh.core.event import AttrValue, Event, new_event_id, now_rfc3339, validate_attributes
 from mesh.core.message import Message
 from mesh.core.templates import RenderContext, Template
-from mesh.core.topics import Pattern, Syntax, split_topic, to_mesh_pattern
+from mesh.core.topics import Pattern, TopicSyntax
 
 if TYPE_CHECKING:
     from mesh.config import IngressRule as IngressConfig
-    from mesh.config import MeshConfig
 
-__all__ = ["IngressRule", "Rejected", "detect_content_type"]
+__all__ = ["Decoder", "IngressRule", "Rejected", "detect_content_type"]
 
 
 @dataclass(slots=True)
@@ -39,7 +36,14 @@ class Rejected:
     """A message that cannot enter the mesh, and why."""
 
     reason: str
-    index: int | None = None  # position in an HTTP batch
+    index: int | None = None  # position in a batch
+    too_large: bool = False
+
+
+class Decoder(Protocol):
+    """The decoding half of a protocol's CloudEvents binding."""
+
+    def decode(self, message: Message) -> list[Event | InvalidEvent] | None: ...
 
 
 def detect_content_type(payload: bytes) -> str:
@@ -60,19 +64,24 @@ def detect_content_type(payload: bytes) -> str:
 class IngressRule:
     """A compiled ingress rule."""
 
-    def __init__(self, index: int, cfg: IngressConfig, config: MeshConfig) -> None:
-        broker = config.brokers[cfg.from_]
+    def __init__(
+        self,
+        index: int,
+        cfg: IngressConfig,
+        *,
+        node_id: str,
+        max_size: int,
+        syntax: TopicSyntax,
+        binding: Decoder,
+    ) -> None:
         self.index = index
         self.broker = cfg.from_
-        self.kind = broker.kind
-        self.protocol: Literal["5", "3.1.1"] = broker.version if broker.kind == "mqtt" else "5"
-        self.syntax: Syntax = config.broker_syntax(cfg.from_)
+        self.syntax = syntax
+        self.binding = binding
         self.topic = cfg.topic
-        self.pattern = Pattern.compile(to_mesh_pattern(cfg.topic, self.syntax))
-        self.node_id = config.node.id
-        self.max_size = config.limits.max_event_size
-        self.qos = cfg.qos
-        self.queue_group = cfg.queue_group
+        self.pattern = Pattern.compile(syntax.to_mesh(cfg.topic))
+        self.node_id = node_id
+        self.max_size = max_size
         n = self.pattern.wildcards
         self.mesh_topic = (
             Template(cfg.mesh_topic, max_capture=n, attributes=False) if cfg.mesh_topic else None
@@ -92,24 +101,24 @@ class IngressRule:
         self.templates = tmpl
 
     def captures(self, topic: str) -> tuple[str, ...] | None:
-        return self.pattern.match(split_topic(topic, self.syntax))
+        return self.pattern.match(self.syntax.split(topic))
 
     def build(self, msg: Message, captures: tuple[str, ...]) -> list[Envelope | Rejected]:
         """Turn one message into envelopes (several for an HTTP batch)."""
         size = len(msg.payload)
         if size > self.max_size:
-            return [Rejected(str(EventTooLarge(size, self.max_size)))]
+            return [Rejected(str(EventTooLarge(size, self.max_size)), too_large=True)]
         ctx = RenderContext(
             captures=captures, node=self.node_id, topic=msg.topic, payload=msg.payload
         )
         try:
-            events = self._decode(msg)
+            events = self.binding.decode(msg)
             if events is None:
                 events = [self._wrap(msg, ctx)]
             mesh_topic = (
                 self.mesh_topic.render(ctx)
                 if self.mesh_topic is not None
-                else "/".join(split_topic(msg.topic, self.syntax))
+                else self.syntax.mesh_topic(msg.topic)
             )
         except (EventError, TemplateError) as exc:
             return [Rejected(_reason(exc))]
@@ -118,20 +127,10 @@ class IngressRule:
             if isinstance(ev, EventError):
                 out.append(Rejected(_reason(ev), i))
             elif ev.size() > self.max_size:
-                out.append(Rejected(str(EventTooLarge(ev.size(), self.max_size)), i))
+                out.append(Rejected(str(EventTooLarge(ev.size(), self.max_size)), i, True))
             else:
                 out.append(Envelope(ev, mesh_topic, self.node_id))
         return out
-
-    def _decode(self, msg: Message) -> list[Event | InvalidEvent] | None:
-        if self.kind == "mqtt":
-            ev = decode_mqtt(msg.payload, msg.content_type, msg.user_properties, self.protocol)
-            return None if ev is None else [ev]
-        if self.kind == "nats":
-            ev = decode_nats(msg.payload, msg.headers)
-            return None if ev is None else [ev]
-        mode, events = decode_http(msg.headers, msg.payload)
-        return None if mode is Mode.RAW else events
 
     def _wrap(self, msg: Message, ctx: RenderContext) -> Event:
         attrs: dict[str, AttrValue] = {"specversion": "1.0"}

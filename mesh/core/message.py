@@ -12,9 +12,12 @@ __all__ = ["Message", "Subscribe"]
 class Message:
     """A protocol message: topic/subject/URL, payload, and metadata.
 
-    ``headers`` holds NATS/HTTP headers (lower-case names for HTTP) or MQTT 5
-    user properties; ``content_type`` the MQTT 5 Content Type property or the
-    Content-Type header.
+    ``headers`` holds NATS/HTTP headers (lower-case names for HTTP);
+    ``user_properties`` MQTT 5 user properties; ``content_type`` the MQTT 5
+    Content Type property or the Content-Type header. ``qos`` and ``retain``
+    are publish options for protocols that have them; ``dedup_id`` is the
+    event's identity for brokers that drop re-publishes of the same id
+    (JetStream's ``Nats-Msg-Id``), set when the bridge asks for it.
     """
 
     topic: str
@@ -24,11 +27,16 @@ class Message:
     qos: int = 1
     retain: bool = False
     user_properties: Sequence[tuple[str, str]] = ()
+    dedup_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Subscribe:
-    """One subscription the node asks a bridge for, in the broker's syntax."""
+    """One subscription the node asks a bridge for, in the broker's syntax.
+
+    ``durable`` names a durable consumer for brokers that keep one (JetStream);
+    ``queue_group`` shares the subscription between replicas.
+    """
 
     topic: str
     qos: int = 1

@@ -1,33 +1,24 @@
-"""Hierarchical topics and wildcard patterns, in MQTT, NATS and mesh syntax.
+"""Hierarchical topics and wildcard patterns, in each protocol's syntax and the mesh's.
 
 The mesh uses MQTT's model: levels separated by ``/``, ``+`` matches exactly
-one level, ``#`` (last) matches the remaining levels, zero or more. NATS uses
-tokens separated by ``.`` with ``*`` and ``>`` (``>`` needs at least one
-token). HTTP ingress topics are URL paths and use the mesh syntax.
+one level, ``#`` (last) matches the remaining levels, zero or more. Other
+protocols spell the same thing differently (NATS: tokens separated by ``.``
+with ``*`` and ``>``); a :class:`TopicSyntax` describes a spelling, and each
+bridge declares its protocol's. HTTP ingress topics are URL paths in mesh
+syntax.
 
 A compiled :class:`Pattern` matches a topic given as a tuple of levels and
-returns the *captures*: one string per wildcard, in order. A ``#`` / ``>``
-capture is the remaining levels joined with ``/``.
+returns the *captures*: one string per wildcard, in order. A ``#`` capture is
+the remaining levels joined with ``/``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from mesh.core.errors import MeshError
 
-__all__ = [
-    "Pattern",
-    "Syntax",
-    "TopicError",
-    "mqtt_to_nats",
-    "nats_to_mqtt",
-    "split_topic",
-    "to_mesh_pattern",
-]
-
-Syntax = Literal["mqtt", "nats", "mesh"]
+__all__ = ["MESH_SYNTAX", "Pattern", "TopicError", "TopicSyntax"]
 
 
 class TopicError(MeshError):
@@ -39,50 +30,70 @@ class TopicError(MeshError):
         super().__init__(f"{topic!r}: {reason}")
 
 
-def split_topic(topic: str, syntax: Syntax) -> tuple[str, ...]:
-    """Split a concrete topic or subject into its levels."""
-    return tuple(topic.split("." if syntax == "nats" else "/"))
+@dataclass(frozen=True, slots=True)
+class TopicSyntax:
+    """How a protocol writes topics and wildcard patterns.
+
+    ``separator`` splits levels; ``one`` matches one level, ``rest`` (last)
+    the remaining levels; ``reserved`` are tokens a pattern may not use
+    because readers would take them for another protocol's wildcards.
+    """
+
+    name: str
+    separator: str = "/"
+    one: str = "+"
+    rest: str = "#"
+    reserved: frozenset[str] = frozenset()
+
+    def split(self, topic: str) -> tuple[str, ...]:
+        """A concrete topic or subject as its levels."""
+        return tuple(topic.split(self.separator))
+
+    def mesh_topic(self, topic: str) -> str:
+        """A concrete topic or subject as a mesh topic (levels joined by ``/``)."""
+        return topic if self.separator == "/" else "/".join(topic.split(self.separator))
+
+    def to_mesh(self, pattern: str) -> str:
+        """This syntax's pattern in mesh syntax (``a.*.b.>`` → ``a/+/b/#`` for NATS)."""
+        levels = pattern.split(self.separator)
+        out = []
+        for i, tok in enumerate(levels):
+            if tok in self.reserved:
+                raise TopicError(
+                    pattern, f"{self.name} patterns use {self.one} and {self.rest}, not {tok}"
+                )
+            if tok == self.one:
+                out.append("+")
+            elif tok == self.rest:
+                if i != len(levels) - 1:
+                    raise TopicError(pattern, f"{self.rest!r} must be the last level")
+                out.append("#")
+            else:
+                if self.separator != "/" and "/" in tok:
+                    raise TopicError(pattern, f"level {tok!r} contains '/' (not a mesh level)")
+                out.append(tok)
+        return "/".join(out)
+
+    def from_mesh(self, pattern: str) -> str:
+        """A mesh-syntax pattern in this syntax (``a/+/b/#`` → ``a.*.b.>`` for NATS)."""
+        levels = pattern.split("/")
+        out = []
+        for i, lvl in enumerate(levels):
+            if lvl == "+":
+                out.append(self.one)
+            elif lvl == "#":
+                if i != len(levels) - 1:
+                    raise TopicError(pattern, "'#' must be the last level")
+                out.append(self.rest)
+            else:
+                if not lvl or (self.separator != "/" and self.separator in lvl):
+                    raise TopicError(pattern, f"level {lvl!r} cannot be a {self.name} level")
+                out.append(lvl)
+        return self.separator.join(out)
 
 
-def nats_to_mqtt(subject: str) -> str:
-    """``a.*.b.>`` → ``a/+/b/#``."""
-    levels = subject.split(".")
-    out = []
-    for i, tok in enumerate(levels):
-        if tok == "*":
-            out.append("+")
-        elif tok == ">":
-            if i != len(levels) - 1:
-                raise TopicError(subject, "'>' must be the last token")
-            out.append("#")
-        else:
-            if "/" in tok:
-                raise TopicError(subject, f"token {tok!r} contains '/' (not portable to MQTT)")
-            out.append(tok)
-    return "/".join(out)
-
-
-def mqtt_to_nats(pattern: str) -> str:
-    """``a/+/b/#`` → ``a.*.b.>``."""
-    levels = pattern.split("/")
-    out = []
-    for i, lvl in enumerate(levels):
-        if lvl == "+":
-            out.append("*")
-        elif lvl == "#":
-            if i != len(levels) - 1:
-                raise TopicError(pattern, "'#' must be the last level")
-            out.append(">")
-        else:
-            if "." in lvl or not lvl:
-                raise TopicError(pattern, f"level {lvl!r} cannot be a NATS token")
-            out.append(lvl)
-    return ".".join(out)
-
-
-def to_mesh_pattern(pattern: str, syntax: Syntax) -> str:
-    """Translate a pattern written in a broker's syntax into mesh syntax."""
-    return nats_to_mqtt(pattern) if syntax == "nats" else pattern
+MESH_SYNTAX = TopicSyntax("mesh")
+"""Mesh topics: levels separated by ``/``, ``+`` one level, ``#`` the rest."""
 
 
 @dataclass(frozen=True, slots=True)

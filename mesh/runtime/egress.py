@@ -62,6 +62,9 @@ class EgressWorker:
         self._resume.set()
 
     async def run(self) -> None:
+        """Deliver until cancelled; the node's supervisor restarts it after a fault."""
+        # After a restart, what the last run had in flight goes back in line.
+        self.outbox.rewind()
         try:
             while True:
                 records = await self.outbox.read(self.batch)

@@ -1,16 +1,27 @@
 """Ingress: runs compiled ingress rules over batches of deliveries, routes the
-results durably in one group commit, and only then acknowledges the broker."""
+results durably in one group commit, and only then acknowledges the broker.
+
+Each message is built once (:meth:`mesh.core.ingress.IngressRule.build`):
+rejected ones are counted and logged once, dead-lettered, and acknowledged
+(they can never succeed), so one bad message never holds up a batch. When
+the node cannot take the batch now (:class:`~mesh.core.errors.Overloaded`:
+an outbox with ``overflow: block`` or the store is full), nothing is
+acknowledged: deliveries that can wait at their broker are kept and tried
+again, the others (an HTTP request) are refused at once with the reason.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 
-from mesh.config import MeshConfig
 from mesh.core.envelope import Envelope
+from mesh.core.errors import Overloaded
 from mesh.core.ingress import IngressRule, Rejected
 from mesh.core.message import Message
-from mesh.plugins import Delivery
+from mesh.plugins import Delivery, Outcome
 from mesh.runtime.metrics import Metrics
 from mesh.runtime.router import Router
 from mesh.runtime.store import DeadLetter
@@ -18,19 +29,26 @@ from mesh.runtime.store import DeadLetter
 __all__ = ["Ingress"]
 
 log = logging.getLogger(__name__)
+# Headers kept with a dead-lettered message: what says how to read it, never credentials.
+_KEPT_HEADERS = ("content-type",)
+
+
+@dataclass(slots=True)
+class _Built:
+    delivery: Delivery
+    envs: list[Envelope] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
 
 
 class Ingress:
     """Runs ingress rules over batches of deliveries and acknowledges after commit."""
 
-    def __init__(self, config: MeshConfig, router: Router, metrics: Metrics) -> None:
+    def __init__(self, rules: list[IngressRule], router: Router, metrics: Metrics) -> None:
         self.router = router
         self.store = router.outboxes.store
         self.metrics = metrics
-        self.rules = [IngressRule(i, r, config) for i, r in enumerate(config.ingress)]
-
-    def rules_for(self, broker: str) -> list[IngressRule]:
-        return [r for r in self.rules if r.broker == broker]
+        self.rules = rules
 
     def match(self, broker: str, topic: str) -> tuple[IngressRule, tuple[str, ...]] | None:
         for rule in self.rules:
@@ -58,51 +76,81 @@ class Ingress:
             why.reason,
             extra={"broker": broker, "topic": msg.topic},
         )
+        headers = {
+            _text(k): _text(v)
+            for k, v in msg.headers.items()
+            if k.lower() in _KEPT_HEADERS or k.lower().startswith("ce-")
+        }
         meta = {
             "broker": broker,
-            "topic": msg.topic,
-            "content_type": msg.content_type,
-            "headers": dict(msg.headers),
-            "user_properties": [list(p) for p in msg.user_properties],
+            "topic": _text(msg.topic),
+            "content_type": _text(msg.content_type) if msg.content_type else None,
+            "headers": headers,
+            "user_properties": [[_text(k), _text(v)] for k, v in msg.user_properties],
             "batch_index": why.index,
         }
         return DeadLetter(why.reason, f"ingress:{broker}", "message", msg.payload, meta)
 
-    async def accept(self, broker: str, deliveries: Sequence[Delivery]) -> None:
-        """Build, route durably, dead-letter what is invalid, then ack every delivery."""
-        envs: list[Envelope] = []
-        dead: list[DeadLetter] = []
+    async def accept(
+        self,
+        broker: str,
+        deliveries: Sequence[Delivery],
+        wait: Callable[[Overloaded], Awaitable[None]] | None = None,
+        stopping: asyncio.Event | None = None,
+    ) -> None:
+        """Build, dead-letter what is invalid, route durably, then ack every delivery.
+
+        While the node is overloaded, held deliveries are tried again after
+        ``wait(exc)``; the others are refused at once (``nack`` with the reason).
+        """
+        items: list[_Built] = []
         for d in deliveries:
+            b = _Built(d)
             for r in self.build(broker, d.message):
                 if isinstance(r, Rejected):
-                    dead.append(self.reject(broker, d.message, r))
+                    b.rejected.append(r)
+                    b.dead.append(self.reject(broker, d.message, r))
                 else:
-                    envs.append(r)
-        await self._commit(broker, envs, dead)
-        for d in deliveries:
-            await d.ack()
-
-    async def accept_http(
-        self, broker: str, topic: str, headers: Mapping[str, str], body: bytes
-    ) -> tuple[list[Envelope], list[Rejected]]:
-        """HTTP ingress: route what is valid durably; return what was accepted and rejected."""
-        msg = Message(topic, body, headers, headers.get("content-type"))
-        envs: list[Envelope] = []
-        rejected: list[Rejected] = []
-        dead: list[DeadLetter] = []
-        for r in self.build(broker, msg):
-            if isinstance(r, Rejected):
-                dead.append(self.reject(broker, msg, r))
-                rejected.append(r)
+                    b.envs.append(r)
+            items.append(b)
+        dead_done = False
+        while True:
+            try:
+                if not dead_done:
+                    dead = [e for b in items for e in b.dead]
+                    if dead:
+                        await self.store.dead_letter(dead)
+                    dead_done = True
+                envs = [e for b in items for e in b.envs]
+                if envs:
+                    await self.router.route(envs)
+                break
+            except Overloaded as exc:
+                # Nothing of this batch was acknowledged. Sources that cannot wait
+                # are refused now; the broker keeps the others until we try again.
+                stop = stopping is not None and stopping.is_set()
+                for b in items:
+                    if stop or not b.delivery.hold:
+                        await b.delivery.nack(exc)
+                items = [b for b in items if b.delivery.hold and not stop]
+                if not items:
+                    return
+                log.debug("broker %s: %s; waiting", broker, exc)
+                if wait is None:
+                    await asyncio.sleep(exc.retry_after)
+                else:
+                    await wait(exc)
+        accepted = sum(len(b.envs) for b in items)
+        if accepted:
+            self.metrics.inc("mesh_ingress_events_total", accepted, broker=broker)
+        for b in items:
+            d = b.delivery
+            if d.wants_outcome:
+                await d.ack(Outcome([e.event.id for e in b.envs], b.rejected))
             else:
-                envs.append(r)
-        await self._commit(broker, envs, dead)
-        return envs, rejected
+                await d.ack()
 
-    async def _commit(self, broker: str, envs: list[Envelope], dead: list[DeadLetter]) -> None:
-        """Route the valid events durably and dead-letter the invalid ones."""
-        if envs:
-            await self.router.route(envs)
-            self.metrics.inc("mesh_ingress_events_total", len(envs), broker=broker)
-        if dead:
-            await self.store.dead_letter(dead)
+
+def _text(value: str) -> str:
+    """``value`` as valid UTF-8 text (a header may carry bytes that are not)."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -1,23 +1,27 @@
 """Peer links: one WebSocket per pair of nodes, at ``/mesh``.
 
-Protocol (version 1). Control frames are JSON text; event batches are binary.
+Control frames are JSON text (built and parsed in :mod:`mesh.core.frames`);
+event batches are binary (:mod:`mesh.core.envelope`).
 
-1. The dialer sends ``{"type": "hello", "node", "region", "version", "token"}``.
-   The acceptor checks version, node id and the shared token, and answers
-   ``{"type": "welcome", "node", "region", "version"}`` or
-   ``{"type": "refused", "reason"}`` and closes. Nothing else is exchanged
-   on a refused link; both sides log the reason.
+1. The dialer sends a hello (node, region, the versions it speaks, token).
+   The acceptor checks node id and token, picks the newest version both
+   speak and answers ``welcome``, or ``refused`` with a reason and closes.
 2. Each side sends its full interest table (``{"type": "interests", "full":
    true, "add": [...]}``), then only changes (``add`` / ``remove``), and a
    ``{"type": "credit", "events": N}`` grant: how many events the other side
-   may have in flight to it.
-3. Events travel as binary batch frames (see :mod:`mesh.core.envelope`) with a
-   per-session sequence number. The receiver routes a batch into its own
-   durable outboxes, then answers ``{"type": "ack", "seq", "credit"}``,
-   acknowledging every batch up to ``seq`` and returning credit. The sender
-   deletes acknowledged events from its outbox; whatever is unacknowledged
-   when a link drops is sent again on the next session (the destination's
-   dedup by (source, id) absorbs the repeats).
+   may have in flight to it. Interests are validated one by one; refused
+   ones are counted (``mesh_interests_refused_total{peer,reason}``) and, from
+   version 2 on, reported back in a ``notice``.
+3. Events travel as binary batch frames with a per-session sequence number.
+   The receiver routes a batch into its own durable outboxes, then answers
+   ``{"type": "ack", "seq", "credit"}``, acknowledging every batch up to
+   ``seq`` and returning credit. While it cannot commit (an outbox or the
+   disk is full) it neither acknowledges nor grants credit, and the link
+   stays up: the sender simply runs out of credit. A peer that sends more
+   than its credit, or a malformed frame, has its link closed with the reason.
+
+A link's faults never leave it: the dialer runs under the node's supervisor
+(reconnecting with backoff), an accepted link is supervised in its handler.
 """
 
 from __future__ import annotations
@@ -31,26 +35,27 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import aiohttp
-import orjson
 from aiohttp import web
 
 from mesh.config import AcceptPeer, Limits, Peer
+from mesh.core import frames
 from mesh.core.envelope import decode_batch_frame, decode_record, encode_batch_frame
-from mesh.core.errors import Backpressure, LinkError, LinkProtocolError, LinkRefused
+from mesh.core.errors import LinkError, LinkProtocolError, LinkRefused, Overloaded
 from mesh.core.routing import Interest, RoutingTable
-from mesh.runtime.backoff import Backoff
-from mesh.runtime.lifecycle import cancel_and_wait
+from mesh.runtime.lifecycle import Faults, cancel_and_wait, supervise
 from mesh.runtime.metrics import Metrics
 from mesh.runtime.router import Router
 from mesh.runtime.store import DeadLetter
 
-__all__ = ["PROTOCOL_VERSION", "LinkHost", "LinkSession", "accept_link", "dial_forever"]
+__all__ = ["LinkHost", "LinkSession", "accept_link", "dial_once"]
 
 log = logging.getLogger(__name__)
-PROTOCOL_VERSION = 1
 HELLO_TIMEOUT = 10.0
 HEARTBEAT = 5.0
+MAX_FRAME = 64 << 20
 CLOSE_REFUSED = 4001
+CLOSE_PROTOCOL = 4002
+_BATCH_HEADER = 13  # tag, seq, count (see mesh.core.envelope)
 
 
 class LinkHost(Protocol):
@@ -61,21 +66,17 @@ class LinkHost(Protocol):
     table: RoutingTable
     router: Router
     metrics: Metrics
+    faults: Faults
     limits: Limits
     sessions: dict[str, LinkSession]
     accept: list[AcceptPeer]
     dialing: set[str]
+    link_versions: tuple[int, int]
 
     def routes_changed(self) -> None: ...
 
-    async def persist_routes(self) -> None: ...
-
 
 _WS = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
-
-
-def _dump(obj: dict[str, Any]) -> str:
-    return orjson.dumps(obj).decode()
 
 
 class _Closed(Exception):
@@ -85,14 +86,18 @@ class _Closed(Exception):
 class LinkSession:
     """An established link with one peer: interests, batches, acks and credit."""
 
-    def __init__(self, host: LinkHost, peer: str, region: str, ws: _WS, *, dialed: bool) -> None:
+    def __init__(
+        self, host: LinkHost, peer: str, region: str, ws: _WS, *, dialed: bool, version: int = 1
+    ) -> None:
         self.host = host
         self.peer = peer
         self.region = region
         self.ws = ws
         self.dialed = dialed
+        self.version = version
         self.since = time.time()
-        self.credit = 0
+        self.credit = 0  # events we may still send to the peer
+        self.allowed = host.limits.link_credit  # events the peer may still send to us
         self._credit_ok = asyncio.Event()
         self._inflight: dict[int, list[int]] = {}
         self.changed = asyncio.Event()
@@ -101,10 +106,11 @@ class LinkSession:
         self.received = 0
         self._task: asyncio.Task[None] | None = None
         # Batches wait here so acks and interests keep flowing while one is routed;
-        # the peer's credit bounds it.
+        # the credit we granted bounds it (enforced in _reader).
         self._batches: asyncio.Queue[bytes] = asyncio.Queue()
 
     async def run(self) -> None:
+        """Run the link until it drops; raises what broke it (LinkError and others)."""
         host, peer = self.host, self.peer
         old = host.sessions.get(peer)
         if old is not None:
@@ -114,37 +120,45 @@ class LinkSession:
         host.table.link_state(peer, True)
         host.routes_changed()
         host.metrics.inc("mesh_link_sessions_total", peer=peer)
+        host.faults.clear(f"link[{peer}]")
         log.info(
-            "link %s up (%s)", peer, "dialed" if self.dialed else "accepted", extra={"peer": peer}
+            "link %s up (%s, protocol %d)",
+            peer,
+            "dialed" if self.dialed else "accepted",
+            self.version,
+            extra={"peer": peer},
         )
         box = await host.router.peer_box(peer)
         box.rewind()
         try:
-            await self.ws.send_str(_dump({"type": "credit", "events": host.limits.link_credit}))
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._reader(), name=f"link[{peer}].reader")
-                tg.create_task(self._receiver(), name=f"link[{peer}].receiver")
-                tg.create_task(self._sender(), name=f"link[{peer}].sender")
-                tg.create_task(self._advertiser(), name=f"link[{peer}].advertiser")
-        except* _Closed:
-            pass
-        except* (aiohttp.ClientError, ConnectionError, LinkError) as eg:
-            log.warning("link %s lost: %s", peer, eg.exceptions[0], extra={"peer": peer})
-        except* Exception as eg:  # a link's fault must never take the node down
-            log.error("link %s failed", peer, exc_info=eg.exceptions[0], extra={"peer": peer})
+            await self.ws.send_str(frames.dump({"type": "credit", "events": self.allowed}))
+            await _run_all(
+                {
+                    "reader": self._reader(),
+                    "receiver": self._receiver(),
+                    "sender": self._sender(),
+                    "advertiser": self._advertiser(),
+                },
+                f"link[{peer}]",
+            )
+        except LinkProtocolError as exc:
+            host.metrics.inc("mesh_link_protocol_errors_total", peer=peer)
+            with contextlib.suppress(aiohttp.ClientError, OSError, RuntimeError):
+                await self.ws.close(code=CLOSE_PROTOCOL, message=exc.reason[:120].encode())
+            raise
         finally:
             box.rewind()
             if host.sessions.get(peer) is self:
                 del host.sessions[peer]
                 host.table.link_state(peer, False)
                 host.routes_changed()
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(aiohttp.ClientError, OSError, RuntimeError):
                 await self.ws.close()
             log.info("link %s down", peer, extra={"peer": peer})
 
     async def close(self) -> None:
         task = self._task
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(aiohttp.ClientError, OSError, RuntimeError):
             await self.ws.close()
         if task is not None and task is not asyncio.current_task():
             await cancel_and_wait([task])
@@ -156,7 +170,7 @@ class LinkSession:
         while True:
             msg = await ws.receive()
             if msg.type == aiohttp.WSMsgType.BINARY:
-                self._batches.put_nowait(msg.data)
+                self._take_batch(msg.data)
             elif msg.type == aiohttp.WSMsgType.TEXT:
                 await self._on_control(msg.data)
             elif msg.type in (
@@ -166,36 +180,65 @@ class LinkSession:
             ):
                 raise _Closed()
             elif msg.type == aiohttp.WSMsgType.ERROR:
-                raise ConnectionError(f"websocket error: {ws.exception()}")
+                raise LinkError(self.peer, f"websocket error: {ws.exception()}")
+
+    def _take_batch(self, frame: bytes) -> None:
+        """Queue a batch frame, after checking the peer stays within its credit."""
+        if len(frame) < _BATCH_HEADER:
+            raise LinkProtocolError(self.peer, f"batch frame of {len(frame)} bytes is truncated")
+        count = int.from_bytes(frame[9:13], "big")
+        if count > self.allowed:
+            raise LinkProtocolError(
+                self.peer, f"peer sent {count} events with credit for {self.allowed}"
+            )
+        self.allowed -= count
+        self._batches.put_nowait(frame)
 
     async def _on_control(self, text: str) -> None:
-        try:
-            obj = orjson.loads(text)
-            kind = obj["type"]
-        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-            raise LinkProtocolError(self.peer, f"bad control frame: {exc}") from exc
+        frame = frames.parse_control(text, self.peer)
         host = self.host
-        if kind == "ack":
-            seq = int(obj["seq"])
+        if isinstance(frame, frames.Ack):
             done: list[int] = []
-            for s in [s for s in self._inflight if s <= seq]:
+            for s in [s for s in self._inflight if s <= frame.seq]:
                 done.extend(self._inflight.pop(s))
             box = await host.router.peer_box(self.peer)
             await box.ack(done)
-            self._grant(int(obj.get("credit", len(done))))
-        elif kind == "credit":
-            self._grant(int(obj["events"]))
-        elif kind == "interests":
-            add = [Interest.from_json(i) for i in obj.get("add", [])]
-            if obj.get("full"):
-                host.table.replace_learned(self.peer, add)
-            else:
-                remove = [Interest.from_json(i) for i in obj.get("remove", [])]
-                host.table.update_learned(self.peer, add, [(i.origin, i.key) for i in remove])
-            host.routes_changed()
-            await host.persist_routes()
+            self._grant(frame.credit if frame.credit >= 0 else len(done))
+        elif isinstance(frame, frames.Credit):
+            self._grant(frame.events)
+        elif isinstance(frame, frames.Interests):
+            await self._on_interests(frame)
+        elif isinstance(frame, frames.Notice):
+            log.warning(
+                "link %s: the peer refused %d of our interests, first: %s",
+                self.peer,
+                len(frame.refused),
+                frame.refused[0] if frame.refused else "-",
+                extra={"peer": self.peer},
+            )
         else:
-            log.debug("link %s: ignoring control frame %r", self.peer, kind)
+            log.debug("link %s: ignoring control frame %r", self.peer, frame.type)
+
+    async def _on_interests(self, frame: frames.Interests) -> None:
+        host, peer = self.host, self.peer
+        if frame.refused:
+            for r in frame.refused:
+                host.metrics.inc("mesh_interests_refused_total", peer=peer, reason=r.code)
+            log.warning(
+                "link %s: refused %d interests, first: %s",
+                peer,
+                len(frame.refused),
+                frame.refused[0].detail,
+                extra={"peer": peer},
+            )
+            if self.version >= 2:
+                notice = [r.to_json() for r in frame.refused[:100]]
+                await self.ws.send_str(frames.dump({"type": "notice", "refused": notice}))
+        if frame.full:
+            host.table.replace_learned(peer, frame.add)
+        else:
+            host.table.update_learned(peer, frame.add, frame.remove)
+        host.routes_changed()
 
     def _grant(self, n: int) -> None:
         self.credit += n
@@ -204,12 +247,12 @@ class LinkSession:
 
     async def _receiver(self) -> None:
         while True:
-            frames = [await self._batches.get()]
+            frames_ = [await self._batches.get()]
             while not self._batches.empty():
-                frames.append(self._batches.get_nowait())
-            await self._on_batches(frames)
+                frames_.append(self._batches.get_nowait())
+            await self._on_batches(frames_)
 
-    async def _on_batches(self, frames: list[bytes]) -> None:
+    async def _on_batches(self, batch_frames: list[bytes]) -> None:
         """Route every batch waiting, in one commit, then acknowledge the last one.
 
         Coalescing matters: a commit costs a round trip to the store thread, so
@@ -220,17 +263,13 @@ class LinkSession:
         dead = []
         count = 0
         seq = 0
-        for frame in frames:
+        for frame in batch_frames:
             seq, records = decode_batch_frame(frame)
             count += len(records)
             for rec in records:
                 try:
                     envs.append(decode_record(rec))
                 except LinkProtocolError as exc:
-                    host.metrics.inc("mesh_dead_letters_total", reason="malformed record")
-                    log.error(
-                        "link %s: dead-lettered a malformed record: %s", self.peer, exc.reason
-                    )
                     dead.append(
                         DeadLetter(
                             exc.reason,
@@ -240,20 +279,32 @@ class LinkSession:
                             {"peer": self.peer, "batch": seq},
                         )
                     )
-        if dead:
-            await host.router.outboxes.store.dead_letter(dead)
-        while envs:
+        while True:
             try:
-                await host.router.route(envs, from_peer=self.peer)
+                if dead:
+                    await host.router.outboxes.store.dead_letter(dead)
+                    host.metrics.inc(
+                        "mesh_dead_letters_total", len(dead), reason="malformed record"
+                    )
+                    log.error(
+                        "link %s: dead-lettered %d malformed records, first: %s",
+                        self.peer,
+                        len(dead),
+                        dead[0].reason,
+                    )
+                    dead = []
+                if envs:
+                    await host.router.route(envs, from_peer=self.peer)
                 break
-            except Backpressure as exc:
+            except Overloaded as exc:
                 # Not acknowledged, so the peer's credit runs out and it stops sending:
-                # backpressure travels upstream hop by hop.
-                await host.router.outboxes.wait_for_room(exc)
+                # backpressure travels upstream hop by hop, and the link stays up.
+                await host.router.wait(exc)
         self.received += count
         host.metrics.inc("mesh_link_received_events_total", count, peer=self.peer)
         # Acks are cumulative: the last batch's sequence number covers them all.
-        await self.ws.send_str(_dump({"type": "ack", "seq": seq, "credit": count}))
+        self.allowed += count
+        await self.ws.send_str(frames.dump({"type": "ack", "seq": seq, "credit": count}))
 
     async def _sender(self) -> None:
         host = self.host
@@ -284,34 +335,47 @@ class LinkSession:
             remove = [i.to_json() for k, i in sent.items() if k not in now]
             if first or add or remove:
                 await self.ws.send_str(
-                    _dump({"type": "interests", "full": first, "add": add, "remove": remove})
+                    frames.dump({"type": "interests", "full": first, "add": add, "remove": remove})
                 )
             first = False
             sent = now
 
 
+async def _run_all(coros: dict[str, Any], name: str) -> None:
+    """Run the session's tasks until one ends; re-raise what it raised (not a group)."""
+    tasks = [asyncio.create_task(c, name=f"{name}.{n}") for n, c in coros.items()]
+    try:
+        done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        await cancel_and_wait(tasks)
+    # Every task's outcome is retrieved; the first to end says why the link ended.
+    errors = [t.exception() for t in tasks if not t.cancelled()]
+    first = [t.exception() for t in done if not t.cancelled()]
+    for exc in first + errors:
+        if exc is not None and not isinstance(exc, _Closed):
+            raise exc
+
+
 # -- handshake ---------------------------------------------------------------------
 
 
-def _check_hello(host: LinkHost, hello: dict[str, Any]) -> str | None:
+def _check_hello(host: LinkHost, hello: frames.Hello | str) -> str | None:
     """The reason to refuse this hello, or None to accept it."""
-    if hello.get("type") != "hello":
-        return "expected a hello frame"
-    if hello.get("version") != PROTOCOL_VERSION:
+    if isinstance(hello, str):
+        return hello
+    node = hello.node
+    if frames.negotiate(hello.versions, host.link_versions) is None:
+        lo, hi = host.link_versions
         return (
-            f"protocol version {hello.get('version')!r} is not supported "
-            f"(this node speaks {PROTOCOL_VERSION})"
+            f"protocol versions {hello.versions[0]}-{hello.versions[1]} are not supported "
+            f"(this node speaks {lo}-{hi})"
         )
-    node = hello.get("node")
-    if not isinstance(node, str) or not node:
-        return "hello without a node id"
     if node == host.node_id:
         return f"node id {node!r} is this node's own id"
-    token = str(hello.get("token", ""))
     candidates = [a for a in host.accept if a.id in (node, "*")]
     if not candidates:
         return f"node {node!r} is not allowed to connect (not in accept)"
-    if not any(hmac.compare_digest(a.token.encode(), token.encode()) for a in candidates):
+    if not any(hmac.compare_digest(a.token.encode(), hello.token.encode()) for a in candidates):
         return f"wrong token for node {node!r}"
     if node in host.dialing and node in host.sessions and host.node_id < node:
         return f"duplicate link: {host.node_id} already dials {node}"
@@ -319,120 +383,77 @@ def _check_hello(host: LinkHost, hello: dict[str, Any]) -> str | None:
 
 
 async def accept_link(host: LinkHost, request: web.Request) -> web.WebSocketResponse:
-    """The ``/mesh`` handler: check the hello, then run the session."""
-    ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=64 << 20)
+    """The ``/mesh`` handler: check the hello, then run the session, supervised."""
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=MAX_FRAME)
     await ws.prepare(request)
     remote = request.remote or "?"
+    hello: frames.Hello | str
     try:
         msg = await ws.receive(timeout=HELLO_TIMEOUT)
-        hello = orjson.loads(msg.data) if msg.type == aiohttp.WSMsgType.TEXT else {}
-        if not isinstance(hello, dict):
-            hello = {}
-    except (TimeoutError, orjson.JSONDecodeError):
-        hello = {}
+        if msg.type == aiohttp.WSMsgType.TEXT:
+            hello = frames.parse_hello(msg.data)
+        else:
+            hello = f"expected a hello frame, got a {msg.type.name} frame"
+    except TimeoutError:
+        hello = f"no hello within {HELLO_TIMEOUT:.0f}s"
     reason = _check_hello(host, hello)
-    if reason is not None:
-        log.warning(
-            "refused link from %s (%s): %s",
-            hello.get("node", "?"),
-            remote,
-            reason,
-            extra={"peer": hello.get("node"), "reason": reason},
-        )
+    if reason is not None or isinstance(hello, str):
+        reason = reason or "expected a hello frame"
+        who = hello.node if isinstance(hello, frames.Hello) else "?"
+        host.faults.report(f"accept[{remote}]", LinkRefused(who, reason), what="refused")
         host.metrics.inc("mesh_link_refused_total", reason=reason.split(" ")[0])
-        with contextlib.suppress(Exception):
-            await ws.send_str(_dump({"type": "refused", "reason": reason}))
+        with contextlib.suppress(aiohttp.ClientError, OSError, RuntimeError):
+            await ws.send_str(frames.dump({"type": "refused", "reason": reason}))
             await ws.close(code=CLOSE_REFUSED, message=b"refused")
         return ws
-    peer = str(hello["node"])
+    version = frames.negotiate(hello.versions, host.link_versions) or 1
     await ws.send_str(
-        _dump(
-            {
-                "type": "welcome",
-                "node": host.node_id,
-                "region": host.region,
-                "version": PROTOCOL_VERSION,
-            }
+        frames.dump(
+            {"type": "welcome", "node": host.node_id, "region": host.region, "version": version}
         )
     )
-    await LinkSession(host, peer, str(hello.get("region", "")), ws, dialed=False).run()
+    session = LinkSession(host, hello.node, hello.region, ws, dialed=False, version=version)
+    await supervise(f"link[{hello.node}]", session.run, faults=host.faults, restart=False)
     return ws
 
 
-async def _handshake(host: LinkHost, peer: Peer, ws: aiohttp.ClientWebSocketResponse) -> str:
-    await ws.send_str(
-        _dump(
-            {
-                "type": "hello",
-                "node": host.node_id,
-                "region": host.region,
-                "version": PROTOCOL_VERSION,
-                "token": peer.token,
-            }
-        )
-    )
+async def _handshake(
+    host: LinkHost, peer: Peer, ws: aiohttp.ClientWebSocketResponse
+) -> frames.Welcome:
+    await ws.send_str(frames.hello(host.node_id, host.region, peer.token, host.link_versions))
     msg = await ws.receive(timeout=HELLO_TIMEOUT)
     if msg.type != aiohttp.WSMsgType.TEXT:
         raise LinkError(peer.id, f"closed during the hello ({msg.type.name})")
-    reply = orjson.loads(msg.data)
-    if reply.get("type") == "refused":
-        raise LinkRefused(peer.id, str(reply.get("reason", "no reason given")))
-    if reply.get("type") != "welcome":
-        raise LinkProtocolError(peer.id, f"expected welcome, got {reply.get('type')!r}")
-    if reply.get("node") != peer.id:
-        raise LinkRefused(
-            peer.id, f"the node at {peer.url} is {reply.get('node')!r}, not {peer.id!r}"
-        )
-    return str(reply.get("region", ""))
+    reply = frames.parse_welcome(msg.data, peer.id, host.link_versions)
+    if isinstance(reply, str):
+        raise LinkRefused(peer.id, reply)
+    if reply.node != peer.id:
+        raise LinkRefused(peer.id, f"the node at {peer.url} is {reply.node!r}, not {peer.id!r}")
+    return reply
 
 
-async def dial_forever(
+async def dial_once(
     host: LinkHost, peer: Peer, on_refused: Callable[[str], None] | None = None
 ) -> None:
-    """Supervise the link to ``peer``: dial, run, and redial with backoff."""
-    backoff = Backoff(0.2, 15.0)
-    failures = 0
-    host.dialing.add(peer.id)
+    """Dial ``peer`` and run the link until it drops; raise why it ended."""
     timeout = aiohttp.ClientTimeout(total=None, connect=5.0, sock_connect=5.0)
     try:
-        async with aiohttp.ClientSession(timeout=timeout) as http:
-            while True:
-                try:
-                    async with http.ws_connect(
-                        peer.url, heartbeat=HEARTBEAT, max_msg_size=64 << 20
-                    ) as ws:
-                        region = await _handshake(host, peer, ws)
-                        failures = 0
-                        backoff.reset()
-                        await LinkSession(host, peer.id, region, ws, dialed=True).run()
-                except LinkRefused as exc:
-                    failures += 1
-                    log.error(
-                        "link %s refused by the peer: %s",
-                        peer.id,
-                        exc.reason,
-                        extra={"peer": peer.id, "reason": exc.reason},
-                    )
-                    host.metrics.inc("mesh_link_refused_total", reason="by peer")
-                    if on_refused is not None:
-                        on_refused(exc.reason)
-                except (
-                    aiohttp.ClientError,
-                    OSError,
-                    TimeoutError,
-                    LinkError,
-                    orjson.JSONDecodeError,
-                ) as exc:
-                    failures += 1
-                    level = logging.WARNING if failures == 1 else logging.DEBUG
-                    log.log(
-                        level,
-                        "link %s: cannot connect to %s: %s",
-                        peer.id,
-                        peer.url,
-                        exc or type(exc).__name__,
-                        extra={"peer": peer.id},
-                    )
-                await asyncio.sleep(backoff.next())
-    finally:
-        host.dialing.discard(peer.id)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as http,
+            http.ws_connect(peer.url, heartbeat=HEARTBEAT, max_msg_size=MAX_FRAME) as ws,
+        ):
+            welcome = await _handshake(host, peer, ws)
+            session = LinkSession(
+                host, peer.id, welcome.region, ws, dialed=True, version=welcome.version
+            )
+            await session.run()
+    except LinkRefused as exc:
+        host.metrics.inc("mesh_link_refused_total", reason="by peer")
+        if on_refused is not None:
+            on_refused(exc.reason)
+        raise
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        raise LinkError(
+            peer.id, f"cannot connect to {peer.url}: {exc or type(exc).__name__}"
+        ) from exc
+    raise LinkError(peer.id, "the link was closed")

@@ -1,17 +1,21 @@
 """A node: one gateway process, its lifespan and its supervised tasks.
 
 ``async with Node(config).serve() as node:`` opens the store, starts the HTTP
-server (peer links, HTTP ingress, admin API), and runs in one TaskGroup:
+server (peer links, HTTP ingress, admin API), and runs in one TaskGroup,
+every task under :func:`mesh.runtime.lifecycle.supervise`:
 
-- ``bridge[<name>]`` — a supervisor per broker: connect, subscribe, feed
-  ingress batches; on loss, reconnect with exponential backoff and jitter;
+- ``bridge[<name>]`` — a broker connection: the bridge from its plugin's
+  spec connects and subscribes, and its inbox feeds ingress batches; when the
+  connection is lost the supervisor reconnects with backoff. The bridge's own
+  tasks (JetStream pullers, keepalives) run in a scope that ends with it;
 - ``egress[<i>]`` — an outbox-to-broker worker per egress rule;
 - ``link[<peer>]`` — a dialer per configured peer, redialling with backoff;
-- ``maintenance`` — expiring old outbox records, pruning the dedup window,
-  persisting the routes learned from peers.
+- ``maintenance`` — expiring old outbox records, pruning the dedup window;
+- ``routes`` — persisting the routes learned from peers when they change.
 
-``reload()`` starts, stops or restarts only the tasks whose configuration
-changed.
+The node dispatches on each broker's :class:`~mesh.plugins.BridgeSpec`, never
+on a kind's name. ``reload()`` starts, stops or restarts only the tasks whose
+configuration changed.
 
 Leaving the block shuts down in order: stop receiving, let in-flight batches
 finish up to ``drain_timeout``, then cancel the rest and close the store.
@@ -26,31 +30,30 @@ import functools
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from mesh.api.ingress import HttpRoutes
 from mesh.api.server import build_app
 from mesh.config import MeshConfig, OutboxSettings, Peer, load_config
 from mesh.core.egress import EgressRule
-from mesh.core.errors import (
-    Backpressure,
-    BridgeError,
-    ConfigError,
-    ConfigErrors,
-    MeshError,
-    StoreError,
-)
+from mesh.core.errors import ConfigError, ConfigErrors, MeshError, Overloaded
 from mesh.core.filters import canonical
+from mesh.core.frames import LINK_VERSIONS, InterestRefused, parse_interest
+from mesh.core.ingress import IngressRule
+from mesh.core.message import Subscribe
 from mesh.core.routing import Interest, RoutingTable
-from mesh.plugins import Bridge, BridgeFactory, Subscribe, load_bridge_classes
+from mesh.plugins import Bridge, BridgeContext, BridgeSpec, load_specs
+from mesh.runtime.admin import NodeAdmin
 from mesh.runtime.backoff import Backoff
 from mesh.runtime.egress import EgressWorker
+from mesh.runtime.inbox import Inbox
 from mesh.runtime.ingress import Ingress
-from mesh.runtime.lifecycle import Drain, cancel_and_wait
-from mesh.runtime.link import LinkSession, dial_forever
+from mesh.runtime.lifecycle import Drain, Faults, TaskScope, cancel_and_wait
+from mesh.runtime.link import LinkSession, accept_link, dial_once
 from mesh.runtime.metrics import Labels, Metrics
 from mesh.runtime.outbox import Outboxes, OutboxPolicy
 from mesh.runtime.router import Router
@@ -62,6 +65,8 @@ log = logging.getLogger(__name__)
 # Messages taken from a broker per ingress batch: enough to share commits, few enough
 # that routing one batch holds the event loop for only a few milliseconds.
 INGRESS_BATCH = 512
+ROUTE_SAVE_DELAY = 0.2  # seconds to coalesce route changes before persisting them
+_ROUTES_KEY = "learned-interests"
 
 
 class Node:
@@ -71,9 +76,10 @@ class Node:
         self,
         config: MeshConfig,
         *,
-        bridges: dict[str, BridgeFactory] | None = None,
+        specs: Mapping[str, BridgeSpec] | None = None,
         drain_timeout: float = 5.0,
         source: str | None = None,
+        link_versions: tuple[int, int] = LINK_VERSIONS,
     ) -> None:
         self.config = config
         self.source = source  # the file the configuration came from, for reloads
@@ -81,12 +87,16 @@ class Node:
         self.region = config.node.region
         self.limits = config.limits
         self.accept = list(config.accept)
+        self.link_versions = link_versions
         self.metrics = Metrics()
+        self.faults = Faults(self.metrics)
         self.table = RoutingTable(self.node_id)
         self.store = Store(config.node.data_dir / "mesh.db", sync=config.storage.sync)
         self.outboxes = Outboxes(self.store, _policy(config.outbox))
         self.router = Router(self.node_id, self.table, self.outboxes, self.metrics)
-        self.ingress = Ingress(config, self.router, self.metrics)
+        self.specs: Mapping[str, BridgeSpec] = specs if specs is not None else load_specs()
+        self.ingress = Ingress([], self.router, self.metrics)
+        self.http = HttpRoutes(order=list(config.brokers), starting=self._brokers_connecting)
         self.egress: list[EgressRule] = []
         self.sessions: dict[str, LinkSession] = {}
         self.dialing: set[str] = set()
@@ -94,17 +104,16 @@ class Node:
         self.drain_timeout = drain_timeout
         self.started = time.time()
         self.port = 0
-        self._factories = bridges
         self._bridges: dict[str, Bridge] = {}
         self._ready: dict[str, asyncio.Event] = {}
         self._stopping = asyncio.Event()
         self._drain = Drain()
-        self._tg: asyncio.TaskGroup | None = None
+        self._scope: TaskScope | None = None
         self._bridge_tasks: dict[str, asyncio.Task[None]] = {}
         self._egress_tasks: dict[str, tuple[EgressWorker, asyncio.Task[None]]] = {}
         self._dial_tasks: dict[str, tuple[Peer, asyncio.Task[None]]] = {}
-        self._maintenance: asyncio.Task[None] | None = None
         self._saved_routes = -1
+        self._routes_dirty = asyncio.Event()
         self.metrics.gauge(
             "mesh_outbox_depth",
             lambda: {(("outbox", ob.name),): ob.depth for ob in self.outboxes.all()},
@@ -127,9 +136,13 @@ class Node:
         await self.store.open()
         runner: web.AppRunner | None = None
         try:
-            runner = web.AppRunner(
-                build_app(self), handle_signals=False, shutdown_timeout=2.0, access_log=None
+            app = build_app(
+                NodeAdmin(self),
+                self.http,
+                functools.partial(accept_link, self),
+                max_body=self.config.limits.max_event_size * 64,
             )
+            runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0, access_log=None)
             await runner.setup()
             site = web.TCPSite(
                 runner, self.config.node.host, self.config.node.port, reuse_address=True
@@ -140,32 +153,37 @@ class Node:
             log.info("node %s listening on %s:%d", self.node_id, self.config.node.host, self.port)
             await self._restore_routes()
             async with asyncio.TaskGroup() as tg:
-                self._tg = tg
+                self._scope = TaskScope(
+                    self.faults, lambda coro, name: tg.create_task(coro, name=name)
+                )
                 await self._apply(self.config)
-                self._maintenance = self._spawn(self._maintain(), name="maintenance")
+                self._scope.spawn("maintenance", self._maintain)
+                self._scope.spawn("routes", self._persist_routes, Backoff(1.0, 30.0))
                 try:
                     yield self
                 finally:
                     await self._shutdown()
         finally:
             for bridge in list(self._bridges.values()):
-                with contextlib.suppress(Exception):
-                    await bridge.close()
+                await self._close_bridge(bridge)
             if runner is not None:
                 await runner.cleanup()
             await self.store.close()
             log.info("node %s stopped", self.node_id)
 
     def _check_bridges(self, config: MeshConfig) -> None:
-        if self._factories is None:
-            self._factories = load_bridge_classes()
         for name, b in config.brokers.items():
-            if b.kind not in self._factories:
+            if b.kind not in self.specs:
                 raise MeshError(f"brokers.{name}: no bridge installed for kind {b.kind!r}")
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-        assert self._tg is not None, "the node is not serving"
-        return self._tg.create_task(coro, name=name)
+    def _spec(self, broker: str) -> BridgeSpec:
+        return self.specs[self.config.brokers[broker].kind]
+
+    def _spawn(
+        self, name: str, body: Callable[[], Awaitable[None]], backoff: Backoff | None = None
+    ) -> asyncio.Task[None]:
+        assert self._scope is not None, "the node is not serving"
+        return self._scope.spawn(name, body, backoff)
 
     async def _apply(self, config: MeshConfig) -> None:
         """Bring tasks, outboxes and the routing table in line with ``config``."""
@@ -173,14 +191,15 @@ class Node:
         self.config = config
         self.limits = config.limits
         self.accept = list(config.accept)
-        self.ingress = Ingress(config, self.router, self.metrics)
+        self.ingress = Ingress(self._ingress_rules(config), self.router, self.metrics)
+        self.http.order = list(config.brokers)
         # Brokers: restart supervisors whose settings or subscriptions changed.
         for name in list(self._bridge_tasks):
             if name not in config.brokers or (
                 old.brokers[name] != config.brokers[name]
                 or _subscriptions(old, name) != _subscriptions(config, name)
             ):
-                await self._stop_task(self._bridge_tasks.pop(name))
+                await cancel_and_wait([self._bridge_tasks.pop(name)])
         for name in list(self._ready):
             if name not in config.brokers:
                 del self._ready[name]
@@ -188,18 +207,18 @@ class Node:
             if name not in self._bridge_tasks:
                 self._ready.setdefault(name, asyncio.Event()).clear()
                 self._bridge_tasks[name] = self._spawn(
-                    self._supervise_bridge(name), name=f"bridge[{name}]"
+                    f"bridge[{name}]", functools.partial(self._bridge_session, name)
                 )
         # Egress: one outbox per subscription, kept while the subscription exists.
-        rules = [EgressRule(i, r, config) for i, r in enumerate(config.egress)]
+        rules = self._egress_rules(config)
         wanted = dict(zip(_egress_keys(rules), rules, strict=True))
         for key in list(self._egress_tasks):
             worker, task = self._egress_tasks[key]
             if key not in wanted or wanted[key].settings != worker.rule.settings:
-                await self._stop_task(task)
+                await cancel_and_wait([task])
                 del self._egress_tasks[key]
                 if key not in wanted:
-                    await self._drop_outbox(key, "egress subscription removed")
+                    await self._drop_outbox(key)
         egress_boxes = {}
         for key, rule in wanted.items():
             cfg = config.egress[rule.index]
@@ -211,7 +230,7 @@ class Node:
             worker = EgressWorker(
                 rule, box, self._bridge_getter(rule.broker), self.metrics, drain=self._drain
             )
-            self._egress_tasks[key] = (worker, self._spawn(worker.run(), name=rule.name))
+            self._egress_tasks[key] = (worker, self._spawn(rule.name, worker.run))
         self.router.egress_boxes = egress_boxes
         self.egress = rules
         self.table.set_local({r.index: (r.pattern.text, r.filter) for r in rules})
@@ -226,8 +245,9 @@ class Node:
         for pid in list(self._dial_tasks):
             peer, task = self._dial_tasks[pid]
             if peers.get(pid) != peer:
-                await self._stop_task(task)
+                await cancel_and_wait([task])
                 del self._dial_tasks[pid]
+                self.dialing.discard(pid)
                 session = self.sessions.get(pid)
                 if session is not None:
                     await session.close()
@@ -235,10 +255,11 @@ class Node:
                     self.table.forget_peer(pid)
         for pid, peer in peers.items():
             if pid not in self._dial_tasks:
-                task = self._spawn(
-                    dial_forever(self, peer, functools.partial(self._refused, pid)),
-                    name=f"link[{pid}]",
+                self.dialing.add(pid)
+                body = functools.partial(
+                    dial_once, self, peer, functools.partial(self._refused, pid)
                 )
+                task = self._spawn(f"link[{pid}]", body, Backoff(0.2, 15.0))
                 self._dial_tasks[pid] = (peer, task)
         # Accepted links that are no longer allowed are closed.
         for pid, session in list(self.sessions.items()):
@@ -246,6 +267,40 @@ class Node:
                 await session.close()
                 self.table.forget_peer(pid)
         self.routes_changed()
+
+    def _ingress_rules(self, config: MeshConfig) -> list[IngressRule]:
+        rules = []
+        for i, r in enumerate(config.ingress):
+            broker = config.brokers[r.from_]
+            spec = self.specs[broker.kind]
+            rules.append(
+                IngressRule(
+                    i,
+                    r,
+                    node_id=config.node.id,
+                    max_size=config.limits.max_event_size,
+                    syntax=spec.syntax,
+                    binding=spec.binding(broker),
+                )
+            )
+        return rules
+
+    def _egress_rules(self, config: MeshConfig) -> list[EgressRule]:
+        rules = []
+        for i, r in enumerate(config.egress):
+            broker = config.brokers[r.to]
+            spec = self.specs[broker.kind]
+            rules.append(
+                EgressRule(
+                    i,
+                    r,
+                    binding=spec.binding(broker),
+                    separator=spec.syntax.separator,
+                    dedup_ids=spec.capabilities(broker).dedup_ids,
+                    settings=(r.model_dump(), broker.model_dump()),
+                )
+            )
+        return rules
 
     async def reload(self, config: MeshConfig) -> None:
         """Apply a changed configuration without dropping unaffected links or brokers."""
@@ -261,16 +316,25 @@ class Node:
         """Re-read the configuration file and apply it (SIGHUP, ``mesh reload``)."""
         if self.source is None:
             raise MeshError("this node was not started from a file; nothing to reload")
-        await self.reload(await asyncio.to_thread(load_config, self.source))
+        await self.reload(await asyncio.to_thread(load_config, self.source, None, self.specs))
 
-    async def _stop_task(self, task: asyncio.Task[None]) -> None:
-        await cancel_and_wait([task])
-
-    async def _drop_outbox(self, name: str, reason: str) -> None:
+    async def _drop_outbox(self, name: str) -> None:
+        """An egress subscription was removed: its queued events go to the DLQ, counted."""
         box = await self.outboxes.get(name)
         if box.depth:
-            log.warning("%s: dropping %d queued events: %s", name, box.depth, reason)
-            self.metrics.inc("mesh_dead_letters_total", box.depth, reason=reason)
+            moved = await self.store.evict(
+                box.box, name, after=0, need=1 << 62, reason="egress subscription removed"
+            )
+            if moved:
+                self.metrics.inc(
+                    "mesh_dead_letters_total", len(moved), reason="egress subscription removed"
+                )
+                log.warning(
+                    "%s: egress subscription removed; %d queued events moved to the "
+                    "dead-letter queue (redrivable if the subscription returns)",
+                    name,
+                    len(moved),
+                )
         await self.outboxes.remove(name)
 
     async def _shutdown(self) -> None:
@@ -281,9 +345,9 @@ class Node:
             )
         tasks = list(self._bridge_tasks.values())
         tasks += [t for _worker, t in self._egress_tasks.values()]
-        if self._maintenance is not None:
-            tasks.append(self._maintenance)
         tasks += [t for _peer, t in self._dial_tasks.values()]
+        if self._scope is not None:
+            tasks += self._scope.tasks
         await cancel_and_wait(tasks)
         for s in list(self.sessions.values()):
             await s.close()
@@ -291,13 +355,37 @@ class Node:
     # -- durable state -------------------------------------------------------------------
 
     async def _restore_routes(self) -> None:
-        """Interests learned before a restart route (and queue) until the links return."""
-        raw = await self.store.get("learned-interests")
+        """Interests learned before a restart route (and queue) until the links return.
+
+        What was persisted is checked like anything a peer sends: a bad entry
+        (say, saved by an older version) is dropped with a warning, never fatal.
+        """
+        raw = await self.store.get(_ROUTES_KEY)
         if raw is None:
             return
-        for peer, items in orjson.loads(raw).items():
-            self.table.link_state(peer, False)
-            self.table.replace_learned(peer, [Interest.from_json(i) for i in items])
+        try:
+            saved = orjson.loads(raw)
+            if not isinstance(saved, dict):
+                raise ValueError("not a mapping of peers")
+        except ValueError as exc:
+            log.warning("persisted routes cannot be read and are dropped: %s", exc)
+            return
+        dropped = 0
+        for peer, items in saved.items():
+            good: list[Interest] = []
+            for item in items if isinstance(items, list) else []:
+                parsed = parse_interest(item, str(peer))
+                if isinstance(parsed, InterestRefused):
+                    dropped += 1
+                    log.warning("persisted route via %s dropped: %s", peer, parsed.detail)
+                else:
+                    good.append(parsed)
+            self.table.link_state(str(peer), False)
+            self.table.replace_learned(str(peer), good)
+        if dropped:
+            self.metrics.inc(
+                "mesh_interests_refused_total", dropped, peer="(restored)", reason="stored"
+            )
         self._saved_routes = self.table.version
 
     async def persist_routes(self) -> None:
@@ -306,28 +394,39 @@ class Node:
             return
         version = self.table.version
         snapshot = {p: [i.to_json() for i in items] for p, items in self.table.learned().items()}
-        await self.store.put("learned-interests", orjson.dumps(snapshot))
+        await self.store.put(_ROUTES_KEY, orjson.dumps(snapshot))
         self._saved_routes = version
 
+    async def _persist_routes(self) -> None:
+        """Persist learned routes after they change; a failure is retried, never fatal.
+
+        Runs under the supervisor: a failing store (a full disk) is logged once
+        and retried with backoff, and links are never touched by it.
+        """
+        while True:
+            if self._saved_routes == self.table.version:
+                self._routes_dirty.clear()
+                await self._routes_dirty.wait()
+            await asyncio.sleep(ROUTE_SAVE_DELAY)
+            await self.persist_routes()
+            self.faults.clear("routes")
+
     async def _maintain(self, every: float = 5.0) -> None:
-        """Expire old outbox records, prune the dedup window, persist learned routes."""
+        """Expire old outbox records and prune the dedup window."""
         limits = self.config.limits
         while True:
             await asyncio.sleep(every)
-            try:
-                for box in self.outboxes.all():
-                    expired = await box.expire()
-                    if expired:
-                        self.metrics.inc("mesh_dead_letters_total", expired, reason="expired")
-                        log.warning(
-                            "outbox %s: %d events expired to the dead-letter queue",
-                            box.name,
-                            expired,
-                        )
-                await self.store.prune_dedup(limits.dedup_window, limits.dedup_max_age)
-                await self.persist_routes()
-            except StoreError as exc:
-                log.error("maintenance failed: %s", exc)
+            for box in self.outboxes.all():
+                expired = await box.expire()
+                if expired:
+                    self.metrics.inc("mesh_dead_letters_total", expired, reason="expired")
+                    log.warning(
+                        "outbox %s: %d events expired to the dead-letter queue",
+                        box.name,
+                        expired,
+                    )
+            await self.store.prune_dedup(limits.dedup_window, limits.dedup_max_age)
+            self.faults.clear("maintenance")
 
     async def redrive(self, ids: list[int] | None) -> tuple[list[int], list[dict[str, Any]]]:
         """Put dead-lettered events back into the outbox they failed in.
@@ -376,12 +475,20 @@ class Node:
             for event in self._ready.values():
                 await event.wait()
 
+    def broker_connected(self, name: str) -> bool:
+        event = self._ready.get(name)
+        return event is not None and event.is_set()
+
+    def _brokers_connecting(self) -> list[str]:
+        return [n for n, e in self._ready.items() if not e.is_set()]
+
     def _refused(self, peer: str, reason: str) -> None:
         self.refusals[peer] = reason
 
     def routes_changed(self) -> None:
         for s in self.sessions.values():
             s.changed.set()
+        self._routes_dirty.set()
 
     # -- bridges -------------------------------------------------------------------
 
@@ -396,57 +503,57 @@ class Node:
 
         return get
 
-    async def _supervise_bridge(self, name: str) -> None:
-        assert self._factories is not None
+    async def _bridge_session(self, name: str) -> None:
+        """One connection to broker ``name``: connect, feed ingress until it is lost.
+
+        Raises what ended it (BrokerUnavailable when the connection is lost);
+        the supervisor reports it once and reconnects with backoff.
+        """
+        assert self._scope is not None
         cfg = self.config.brokers[name]
-        subs = _subscriptions(self.config, name)
-        backoff = Backoff(0.2, 10.0)
-        failures = 0
-        while not self._stopping.is_set():
-            bridge = self._factories[cfg.kind](name, cfg, self.node_id)
-            try:
-                await bridge.connect(subs)
-            except BridgeError as exc:
-                failures += 1
-                level = logging.WARNING if failures == 1 else logging.DEBUG
-                log.log(level, "broker %s: %s; retrying", name, exc.reason, extra={"broker": name})
-                with contextlib.suppress(Exception):
-                    await bridge.close()
-                await asyncio.sleep(backoff.next())
-                continue
-            failures = 0
-            backoff.reset()
+        spec = self.specs[cfg.kind]
+        task = f"bridge[{name}]"
+        inbox = Inbox(name)
+        scope = self._scope.child(f"{task}.")
+        ctx = BridgeContext(
+            broker=name,
+            node_id=self.node_id,
+            inbox=inbox,
+            tasks=scope,
+            metrics=self.metrics,
+            max_event_size=self.config.limits.max_event_size,
+            http=self.http,
+        )
+        bridge = spec.factory(cfg, ctx)
+        try:
+            await bridge.connect(_subscriptions(self.config, name))
             self._bridges[name] = bridge
             self._ready[name].set()
+            self.faults.clear(task)
             log.info("broker %s connected", name, extra={"broker": name})
-            try:
-                await self._ingress_loop(name, bridge)
-            except BridgeError as exc:
-                log.warning("broker %s: %s; reconnecting", name, exc.reason, extra={"broker": name})
-            finally:
-                self._ready[name].clear()
-                self._bridges.pop(name, None)
-                with contextlib.suppress(Exception):
-                    await bridge.close()
-            await asyncio.sleep(backoff.next())
+            await self._ingress_loop(name, inbox)
+        finally:
+            self._ready[name].clear()
+            if self._bridges.get(name) is bridge:
+                del self._bridges[name]
+            await self._close_bridge(bridge)
+            await scope.aclose()
 
-    async def _ingress_loop(self, name: str, bridge: Bridge) -> None:
+    async def _close_bridge(self, bridge: Bridge) -> None:
+        try:
+            await bridge.close()
+        except Exception as exc:  # closing is best effort; the connection is gone anyway
+            log.debug("closing a bridge failed: %s", exc)
+
+    async def _ingress_loop(self, name: str, inbox: Inbox) -> None:
         while not self._stopping.is_set():
-            batch = await bridge.receive(INGRESS_BATCH)
-            while True:
-                if self._stopping.is_set():
-                    for d in batch:
-                        await d.nack()
-                    return
-                try:
-                    async with self._drain.work():
-                        await self.ingress.accept(name, batch)
-                    break
-                except Backpressure as exc:
-                    # Nothing was written and nothing acked: the broker keeps the
-                    # messages. Wait for room, then try the same batch again.
-                    log.debug("broker %s: %s", name, exc)
-                    await self.outboxes.wait_for_room(exc)
+            batch = await inbox.take(INGRESS_BATCH)
+            if self._stopping.is_set():
+                for d in batch:
+                    await d.nack(Overloaded("the node is stopping"))
+                return
+            async with self._drain.work():
+                await self.ingress.accept(name, batch, self.router.wait, self._stopping)
 
     # -- introspection ---------------------------------------------------------------
 
@@ -466,6 +573,7 @@ class Node:
                     "state": "up" if s else ("refused" if p in self.refusals else "down"),
                     "refused_reason": self.refusals.get(p) if not s else None,
                     "region": s.region if s else None,
+                    "protocol": s.version if s else None,
                     "since": s.since if s else None,
                     "sent": s.sent if s else 0,
                     "received": s.received if s else 0,
@@ -479,10 +587,7 @@ class Node:
             "node": self.node_id,
             "region": self.region,
             "uptime": round(time.time() - self.started, 3),
-            "brokers": {
-                n: self._ready[n].is_set() if n in self._ready else False
-                for n in self.config.brokers
-            },
+            "brokers": {n: self.broker_connected(n) for n in self.config.brokers},
             "peers": self.peers(),
             "interests_looped": self.table.looped,
             "outboxes": [

@@ -13,11 +13,12 @@ acknowledge upstream.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 
 from mesh.core.envelope import Envelope, encode_record
-from mesh.core.errors import Backpressure
+from mesh.core.errors import Backpressure, Overloaded
 from mesh.core.routing import RoutingTable
 from mesh.runtime.metrics import Metrics
 from mesh.runtime.outbox import Outbox, Outboxes, OutboxPolicy, Unit
@@ -47,11 +48,24 @@ class Router:
     async def peer_box(self, peer: str) -> Outbox:
         return await self.outboxes.get(f"peer:{peer}", self.peer_policies.get(peer))
 
+    async def wait(self, exc: Overloaded) -> None:
+        """After ``exc``, wait until trying again makes sense (at most its retry_after)."""
+        if isinstance(exc, Backpressure):
+            await self.outboxes.wait_for_room(exc)
+        else:
+            await asyncio.sleep(exc.retry_after)
+
     async def route(self, envs: Sequence[Envelope], from_peer: str | None = None) -> int:
-        """Make ``envs`` durable in their outboxes; return how many were routed anywhere."""
+        """Make ``envs`` durable in their outboxes; return how many were routed anywhere.
+
+        Raises :class:`~mesh.core.errors.Overloaded` (nothing written, nothing
+        counted) when an outbox with ``overflow: block`` or the store is full:
+        the caller keeps the events and tries again later.
+        """
         units: list[Unit] = []
         dead: list[DeadLetter] = []
         routed = 0
+        unrouted = 0
         hop_boxes: dict[str, Outbox] = {}  # one lookup per next hop, not per event
         for env in envs:
             levels = tuple(env.topic.split("/"))
@@ -86,11 +100,15 @@ class Router:
             if d.local or remote:
                 routed += 1
             else:
-                self.metrics.inc("mesh_unrouted_events_total")
+                unrouted += 1
         await self._apply_bounds(units)
-        duplicates = await self.outboxes.put(units)
         if dead:
             await self.outboxes.store.dead_letter(dead)
+        duplicates = await self.outboxes.put(units)
+        # Counted once the batch is in, not on every retry after Overloaded.
+        if unrouted:
+            self.metrics.inc("mesh_unrouted_events_total", unrouted)
+        if dead:
             self.metrics.inc("mesh_dead_letters_total", len(dead), reason="hop limit")
             log.warning("%d events dead-lettered: hop limit %d reached", len(dead), MAX_HOPS)
         if duplicates:

@@ -14,18 +14,25 @@ import time
 
 import pytest
 
-from bridges.mqtt import MqttBridge
-from mesh.config import MqttBroker
+from bridges.mqtt import SPEC, MqttBridge
 from mesh.plugins import Message, Subscribe
+from mesh.runtime.inbox import Inbox
 from mesh.testing import Mosquitto
-from tests.helpers import receive_n
+from tests.helpers import open_bridge, receive_n
 
 N = 600  # more than one socket read and one READ_SLICE of packets
 
 
 def _bridge(broker: Mosquitto, name: str, protocol: int | str = 5, **kw: object) -> MqttBridge:
-    cfg = MqttBroker(kind="mqtt", url=broker.url, protocol=protocol, **kw)  # type: ignore[arg-type]
-    return MqttBridge(name, cfg, "bridge-test")
+    bridge, _ctx = open_bridge(
+        SPEC, {"kind": "mqtt", "url": broker.url, "protocol": protocol, **kw}, name
+    )
+    assert isinstance(bridge, MqttBridge)
+    return bridge
+
+
+def _inbox(bridge: MqttBridge) -> Inbox:
+    return bridge.ctx.inbox
 
 
 @pytest.mark.parametrize("protocol", [5, "3.1.1"])
@@ -49,7 +56,7 @@ async def test_published_messages_arrive_intact_and_in_order(
     try:
         results = await pub.publish(msgs)
         assert results == [None] * N, [r for r in results if r is not None][:3]
-        got = await receive_n(sub, N)
+        got = await receive_n(_inbox(sub), N)
         assert [d.message.payload for d in got] == [m.payload for m in msgs]
         assert [d.message.topic for d in got] == [m.topic for m in msgs]
         if v5:
@@ -73,7 +80,7 @@ async def test_unacknowledged_messages_come_back_after_a_reconnect(mosquitto: Mo
     try:
         sent = [Message("rd/readings", b"m%d" % i) for i in range(50)]
         assert await pub.publish(sent) == [None] * 50
-        got = await receive_n(first, 50)
+        got = await receive_n(_inbox(first), 50)
         for d in got[:20]:
             await d.ack()
         await asyncio.sleep(0.5)  # let the PUBACKs reach the broker
@@ -82,7 +89,7 @@ async def test_unacknowledged_messages_come_back_after_a_reconnect(mosquitto: Mo
         again = _bridge(mosquitto, "sub", client_id="bridge-test-redelivery")
         await again.connect([Subscribe("rd/readings", qos=1)])
         try:
-            back = await receive_n(again, 30)
+            back = await receive_n(_inbox(again), 30)
             assert [d.message.payload for d in back] == [m.payload for m in sent[20:]]
             for d in back:
                 await d.ack()

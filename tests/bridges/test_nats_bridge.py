@@ -10,19 +10,24 @@ import asyncio
 
 import pytest
 
-from bridges.nats import NatsBridge
-from mesh.config import NatsBroker
+from bridges.nats import SPEC, NatsBridge
 from mesh.plugins import Message, Subscribe
 from mesh.testing import NatsServer
-from tests.helpers import receive_n
+from tests.helpers import open_bridge, receive_n
+
+
+def _bridge(server: NatsServer, name: str) -> NatsBridge:
+    bridge, _ctx = open_bridge(SPEC, {"kind": "nats", "url": server.url}, name)
+    assert isinstance(bridge, NatsBridge)
+    return bridge
+
 
 N = 1000
 
 
 async def test_a_published_batch_arrives_intact_and_in_order(nats_server: NatsServer) -> None:
-    cfg = NatsBroker(kind="nats", url=nats_server.url)
-    sub = NatsBridge("sub", cfg, "bridge-test")
-    pub = NatsBridge("pub", cfg, "bridge-test")
+    sub = _bridge(nats_server, "sub")
+    pub = _bridge(nats_server, "pub")
     await sub.connect([Subscribe("bt.*.readings")])
     await pub.connect([])
     msgs = [
@@ -36,7 +41,7 @@ async def test_a_published_batch_arrives_intact_and_in_order(nats_server: NatsSe
     ]
     try:
         assert await pub.publish(msgs) == [None] * N
-        got = await receive_n(sub, N)
+        got = await receive_n(sub.ctx.inbox, N)
         assert [d.message.payload for d in got] == [m.payload for m in msgs]
         assert [d.message.topic for d in got] == [m.topic for m in msgs]
         for d, m in zip(got, msgs, strict=True):
@@ -53,7 +58,7 @@ async def test_a_publish_cancelled_as_its_pong_arrives_is_cancelled(
 ) -> None:
     """Python 3.11's wait_for (inside nats-py's flush) would return normally here,
     and an egress worker cancelled by a reload would carry on publishing."""
-    pub = NatsBridge("pub", NatsBroker(kind="nats", url=nats_server.url), "bridge-test")
+    pub = _bridge(nats_server, "pub")
     await pub.connect([])
     try:
         nc = pub._nc

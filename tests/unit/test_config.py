@@ -66,7 +66,8 @@ def test_broken_file_reports_every_error_with_its_path(
         "ingress[0].from: unknown broker 'plnt'; known: plant, core, web",
         "ingress[1].mesh_topic: {2} refers to wildcard 2 but the pattern has 1",
         "egress[0].to: unknown broker 'cor'; known: plant, core, web",
-        "egress[1].mode: binary mode needs MQTT 5; broker 'plant' speaks 3.1.1",
+        "egress[1].mode: binary mode is not available on broker 'plant' (MQTT 3.1.1) "
+        "(use data or structured)",
         "egress[2].filter: unknown filter dialect 'prefx'",
         "egress[2].colour: unknown key",
     ]

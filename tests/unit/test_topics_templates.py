@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from bridges.mqtt import MQTT_SYNTAX
+from bridges.nats import NATS_SYNTAX
 from mesh.core.errors import TemplateError
 from mesh.core.templates import RenderContext, Template
-from mesh.core.topics import Pattern, TopicError, mqtt_to_nats, nats_to_mqtt, split_topic
+from mesh.core.topics import Pattern, TopicError
 
 
 @pytest.mark.parametrize(
@@ -35,16 +37,22 @@ def test_bad_patterns(bad: str) -> None:
 
 
 def test_translation_between_mqtt_and_nats() -> None:
-    assert nats_to_mqtt("sensors.*.temperature") == "sensors/+/temperature"
-    assert nats_to_mqtt("a.>") == "a/#"
-    assert mqtt_to_nats("a/+/b/#") == "a.*.b.>"
-    assert mqtt_to_nats(nats_to_mqtt("x.*.y.>")) == "x.*.y.>"
+    nats = NATS_SYNTAX
+    assert nats.to_mesh("sensors.*.temperature") == "sensors/+/temperature"
+    assert nats.to_mesh("a.>") == "a/#"
+    assert nats.from_mesh("a/+/b/#") == "a.*.b.>"
+    assert nats.from_mesh(nats.to_mesh("x.*.y.>")) == "x.*.y.>"
     with pytest.raises(TopicError):
-        nats_to_mqtt("a.>.b")
+        nats.to_mesh("a.>.b")
     with pytest.raises(TopicError):
-        mqtt_to_nats("a.b/c")  # a '.' inside a level cannot become a NATS token
-    assert split_topic("a.b.c", "nats") == ("a", "b", "c")
-    assert split_topic("a/b/c", "mqtt") == ("a", "b", "c")
+        nats.from_mesh("a.b/c")  # a '.' inside a level cannot become a NATS token
+    with pytest.raises(TopicError, match="use \\* and >, not \\+"):
+        nats.to_mesh("a.+.b")  # the reader would take it for an MQTT wildcard
+    with pytest.raises(TopicError, match="use \\+ and #, not >"):
+        MQTT_SYNTAX.to_mesh("a/>")
+    assert nats.split("a.b.c") == ("a", "b", "c")
+    assert nats.mesh_topic("a.b.c") == "a/b/c"
+    assert MQTT_SYNTAX.split("a/b/c") == ("a", "b", "c")
 
 
 def test_covers() -> None:

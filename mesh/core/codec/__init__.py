@@ -46,6 +46,8 @@ class Mode(enum.StrEnum):
     BATCH = "batch"
     RAW = "raw"
     """The message is not a CloudEvent."""
+    DATA = "data"
+    """The message carries the event's data alone (egress only: ``mode: data``)."""
 
 
 # Mode must exist before the submodules import it from this package.

@@ -1,0 +1,42 @@
+"""What the HTTP API may ask of a node: a small protocol, not the node's attributes."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+__all__ = ["NodeApi"]
+
+
+class NodeApi(Protocol):
+    """The node as the admin API sees it (implemented by :class:`mesh.runtime.admin.NodeAdmin`).
+
+    Every method returns plain JSON-ready data.
+    """
+
+    def health(self) -> dict[str, Any]: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+    def routes(self) -> dict[str, Any]: ...
+
+    def peers(self) -> dict[str, Any]: ...
+
+    def egress(self) -> dict[str, Any]: ...
+
+    def resume_egress(self, index: int) -> bool | None:
+        """True if it was paused, False if not, None if there is no such rule."""
+        ...
+
+    def metrics_text(self) -> str: ...
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the configuration file; raises ConfigErrors or MeshError."""
+        ...
+
+    async def dead_letters(self, limit: int, after: int) -> dict[str, Any]: ...
+
+    async def dead_letter(self, entry_id: int) -> dict[str, Any] | None: ...
+
+    async def redrive(self, ids: list[int] | None) -> tuple[list[int], list[dict[str, Any]]]: ...
+
+    async def purge_dead_letters(self) -> int: ...

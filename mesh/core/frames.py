@@ -1,0 +1,340 @@
+"""Peer-link control frames: building them, and parsing what a peer sends (pure).
+
+Everything a peer sends is input. :func:`parse_control` turns a text frame
+into a typed frame or raises :class:`~mesh.core.errors.LinkProtocolError`
+naming what was wrong (the link is then closed: a peer that breaks the
+protocol is broken or hostile). Interests are checked one by one
+(:func:`parse_interest`): a bad one is refused with a reason and the rest
+of the message still applies, so a bad pattern, filter or path vector is
+never stored, persisted or passed on.
+
+Versions. A hello carries the range of link-protocol versions the dialer
+speaks (``versions: [oldest, newest]``; a version-1 node sends only
+``version: 1``) and the acceptor answers with the newest both speak, so a
+mesh can be upgraded one node at a time. Version 2 adds ``notice`` frames:
+the receiver tells the sender which interests it refused and why.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from mesh.core.errors import FilterError, LinkProtocolError
+from mesh.core.filters import compile_filter
+from mesh.core.routing import Interest, SubKey, subscription_key
+from mesh.core.topics import Pattern, TopicError
+
+__all__ = [
+    "LINK_VERSIONS",
+    "MAX_INTERESTS",
+    "MAX_INTEREST_PATH",
+    "MAX_PATTERN",
+    "Ack",
+    "Control",
+    "Credit",
+    "Hello",
+    "InterestRefused",
+    "Interests",
+    "Notice",
+    "Unknown",
+    "Welcome",
+    "dump",
+    "negotiate",
+    "parse_control",
+    "parse_hello",
+    "parse_interest",
+    "parse_welcome",
+]
+
+LINK_VERSIONS = (1, 2)
+"""The oldest and newest link-protocol versions this node speaks."""
+MAX_INTERESTS = 10_000  # interests in one message
+MAX_PATTERN = 1024  # characters of an interest's pattern
+MAX_INTEREST_PATH = 32  # nodes in an interest's path vector
+MAX_CREDIT = 1 << 24  # events a single grant may announce
+NODE_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+
+
+def dump(obj: dict[str, Any]) -> str:
+    return orjson.dumps(obj).decode()
+
+
+# -- the handshake -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    node: str
+    region: str
+    versions: tuple[int, int]
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    node: str
+    region: str
+    version: int
+
+
+def _object(text: str | bytes, peer: str) -> dict[str, Any]:
+    try:
+        obj = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise LinkProtocolError(peer, f"control frame is not JSON: {exc}") from None
+    if type(obj) is not dict:
+        raise LinkProtocolError(peer, f"control frame must be a JSON object, not {_kind(obj)}")
+    kind = obj.get("type")
+    if type(kind) is not str:
+        raise LinkProtocolError(peer, "control frame without a string 'type'")
+    return obj
+
+
+def _kind(value: object) -> str:
+    return type(value).__name__ if value is not None else "null"
+
+
+def _int(obj: Mapping[str, Any], key: str, peer: str, *, low: int = 0, high: int) -> int:
+    value = obj.get(key)
+    if type(value) is not int or not low <= value <= high:
+        raise LinkProtocolError(
+            peer, f"{obj.get('type')} frame: {key!r} must be an integer in [{low}, {high}]"
+        )
+    return value
+
+
+def _str(obj: Mapping[str, Any], key: str, default: str = "", limit: int = 256) -> str:
+    value = obj.get(key, default)
+    return value[:limit] if isinstance(value, str) else default
+
+
+def parse_hello(text: str | bytes) -> Hello | str:
+    """The dialer's hello, or the reason to refuse it."""
+    try:
+        obj = _object(text, "?")
+    except LinkProtocolError as exc:
+        return f"expected a hello frame ({exc.reason})"
+    if obj["type"] != "hello":
+        return "expected a hello frame"
+    node = obj.get("node")
+    if not isinstance(node, str) or not NODE_ID.fullmatch(node):
+        return "hello without a valid node id"
+    versions = obj.get("versions")
+    if (
+        isinstance(versions, list)
+        and len(versions) == 2
+        and all(type(v) is int and v > 0 for v in versions)
+        and versions[0] <= versions[1]
+    ):
+        span = (versions[0], versions[1])
+    elif type(obj.get("version")) is int and obj["version"] > 0:
+        span = (obj["version"], obj["version"])  # version 1 nodes send only this
+    else:
+        return "hello without a protocol version"
+    token = obj.get("token", "")
+    return Hello(node, _str(obj, "region"), span, token if isinstance(token, str) else "")
+
+
+def negotiate(theirs: tuple[int, int], ours: tuple[int, int] = LINK_VERSIONS) -> int | None:
+    """The newest version both sides speak, or None."""
+    best = min(theirs[1], ours[1])
+    return best if best >= max(theirs[0], ours[0]) else None
+
+
+def hello(node: str, region: str, token: str, versions: tuple[int, int] = LINK_VERSIONS) -> str:
+    # ``version`` is the oldest we speak: a version-1 acceptor checks only it.
+    return dump(
+        {
+            "type": "hello",
+            "node": node,
+            "region": region,
+            "version": versions[0],
+            "versions": list(versions),
+            "token": token,
+        }
+    )
+
+
+def parse_welcome(
+    text: str | bytes, peer: str, versions: tuple[int, int] = LINK_VERSIONS
+) -> Welcome | str:
+    """The acceptor's answer: a Welcome, or the reason it refused us (a ``refused`` frame)."""
+    obj = _object(text, peer)
+    if obj["type"] == "refused":
+        return _str(obj, "reason", "no reason given", 1024) or "no reason given"
+    if obj["type"] != "welcome":
+        raise LinkProtocolError(peer, f"expected welcome, got {obj['type'][:64]!r}")
+    node = obj.get("node")
+    if not isinstance(node, str) or not NODE_ID.fullmatch(node):
+        raise LinkProtocolError(peer, "welcome without a valid node id")
+    version = obj.get("version", 1)
+    if type(version) is not int or not versions[0] <= version <= versions[1]:
+        raise LinkProtocolError(peer, f"welcome with unsupported protocol version {version!r}")
+    return Welcome(node, _str(obj, "region"), version)
+
+
+# -- after the handshake --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    seq: int
+    credit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Credit:
+    events: int
+
+
+@dataclass(frozen=True, slots=True)
+class InterestRefused:
+    """One interest a peer sent that this node does not take, and why."""
+
+    code: str  # a short label for metrics: malformed, origin, pattern, filter, path, limit
+    detail: str
+    origin: str | None = None
+    pattern: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"origin": self.origin, "pattern": self.pattern, "reason": self.detail}
+
+
+@dataclass(slots=True)
+class Interests:
+    full: bool
+    add: list[Interest] = field(default_factory=list)
+    remove: list[tuple[str, SubKey]] = field(default_factory=list)
+    refused: list[InterestRefused] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Version 2: what the other side refused of what we sent."""
+
+    refused: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Unknown:
+    type: str
+
+
+Control = Ack | Credit | Interests | Notice | Unknown
+
+
+def parse_control(text: str | bytes, peer: str) -> Control:
+    """A control frame of an established link; LinkProtocolError if it is malformed."""
+    obj = _object(text, peer)
+    kind = obj["type"]
+    if kind == "ack":
+        return Ack(
+            _int(obj, "seq", peer, high=1 << 62),
+            _int(obj, "credit", peer, high=MAX_CREDIT) if "credit" in obj else -1,
+        )
+    if kind == "credit":
+        return Credit(_int(obj, "events", peer, high=MAX_CREDIT))
+    if kind == "interests":
+        return _interests(obj, peer)
+    if kind == "notice":
+        refused = obj.get("refused")
+        items = [r for r in refused if isinstance(r, dict)] if isinstance(refused, list) else []
+        return Notice(items[:100])
+    return Unknown(kind[:64])
+
+
+def _interests(obj: dict[str, Any], peer: str) -> Interests:
+    full = obj.get("full", False)
+    add = obj.get("add", [])
+    remove = obj.get("remove", [])
+    if type(full) is not bool or not isinstance(add, list) or not isinstance(remove, list):
+        raise LinkProtocolError(peer, "interests frame: full must be a boolean, add/remove lists")
+    out = Interests(full)
+    if len(add) + len(remove) > MAX_INTERESTS:
+        out.refused.append(
+            InterestRefused(
+                "limit",
+                f"{len(add) + len(remove)} interests in one frame (at most {MAX_INTERESTS})",
+            )
+        )
+        add = add[:MAX_INTERESTS]
+        remove = remove[: max(0, MAX_INTERESTS - len(add))]
+    for item in add:
+        parsed = parse_interest(item, peer)
+        if isinstance(parsed, InterestRefused):
+            out.refused.append(parsed)
+        else:
+            out.add.append(parsed)
+    for item in remove:
+        key = _removal(item)
+        if key is None:
+            out.refused.append(InterestRefused("malformed", "a removal without origin and pattern"))
+        else:
+            out.remove.append(key)
+    return out
+
+
+def _removal(item: Any) -> tuple[str, SubKey] | None:
+    if not isinstance(item, dict):
+        return None
+    origin, pattern = item.get("origin"), item.get("pattern")
+    if not isinstance(origin, str) or not isinstance(pattern, str):
+        return None
+    try:
+        return origin, subscription_key(pattern, item.get("filter"))
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_interest(item: Any, peer: str) -> Interest | InterestRefused:
+    """Validate one advertised interest from ``peer``.
+
+    The origin is a node id, the pattern a valid mesh pattern, the filter a
+    valid filter within its limits, and the path runs from the origin (first)
+    to ``peer`` (last), each node once.
+    """
+    if not isinstance(item, dict):
+        return InterestRefused("malformed", f"an interest must be an object, not {_kind(item)}")
+    origin, pattern, path = item.get("origin"), item.get("pattern"), item.get("path")
+    if not isinstance(origin, str) or not NODE_ID.fullmatch(origin):
+        return InterestRefused("origin", f"invalid origin {str(origin)[:64]!r}")
+    if not isinstance(pattern, str):
+        return InterestRefused("pattern", "pattern must be a string", origin)
+    if len(pattern) > MAX_PATTERN:
+        return InterestRefused(
+            "pattern", f"pattern of {len(pattern)} characters (at most {MAX_PATTERN})", origin
+        )
+    try:
+        Pattern.compile(pattern)
+    except TopicError as exc:
+        return InterestRefused("pattern", f"invalid pattern: {exc.reason}", origin, pattern)
+    spec = item.get("filter")
+    if spec is not None:
+        try:
+            compile_filter(spec)
+        except FilterError as exc:
+            return InterestRefused("filter", f"invalid filter: {exc}", origin, pattern)
+        except RecursionError:
+            return InterestRefused("filter", "filter nested too deeply", origin, pattern)
+    if (
+        not isinstance(path, list)
+        or not 1 <= len(path) <= MAX_INTEREST_PATH
+        or not all(isinstance(p, str) and NODE_ID.fullmatch(p) for p in path)
+    ):
+        return InterestRefused(
+            "path", f"path must list 1 to {MAX_INTEREST_PATH} node ids", origin, pattern
+        )
+    if path[0] != origin or path[-1] != peer or len(set(path)) != len(path):
+        return InterestRefused(
+            "path",
+            f"path {' > '.join(path)[:200]} must run from the origin to {peer}, each node once",
+            origin,
+            pattern,
+        )
+    up = item.get("up", True)
+    return Interest(origin, pattern, spec, tuple(path), up if type(up) is bool else True)
