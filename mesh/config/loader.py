@@ -3,9 +3,13 @@ validation with every error reported at once, and the JSON Schema.
 
 One path for every source of a value::
 
-    file ─▶ YAML ─▶ ${VAR} interpolation ─▶ MESH_ overrides
-                                                   │
-       MeshConfig ◀── pydantic + semantic_errors ◀─┘
+    file bytes ─▶ UTF-8 ─▶ strict YAML ─▶ ${VAR} interpolation ─▶ MESH_ overrides
+                                                                      │
+                          MeshConfig ◀── pydantic + semantic_errors ◀─┘
+
+Strict YAML: duplicate keys, keys that are not strings, aliases (``*x``) and
+merge keys (``<<``) are errors with their line; aliases are refused while the
+document is composed, before anything could be expanded.
 
 ``MESH_`` overrides: the name after ``MESH_`` is split on ``__`` and each part
 is matched case-insensitively against the keys in the data, else the model's
@@ -15,11 +19,15 @@ such as ``qos`` is coerced here), except that a value starting with ``{`` or
 ``[`` for a field that takes a mapping or a list is parsed as YAML flow. A
 variable that names no key is an error naming it; every error under an
 overridden path says which variable it came from.
+
+Whatever the input, :func:`load_config` and :func:`parse_config` raise only
+:class:`~mesh.core.errors.ConfigErrors`.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import re
 import types
@@ -37,11 +45,191 @@ from mesh.core.errors import ConfigError, ConfigErrors
 
 __all__ = ["json_schema", "load_config", "parse_config"]
 
+log = logging.getLogger(__name__)
+
+MAX_FILE_BYTES = 16 << 20
+MAX_DEPTH = 64
+
 # MESH_ variables that are not overrides. MESH_API_TOKEN is the CLI's own;
 # MESH_SHARED_DIR is read by the test harness (tests/shared.py) and is set in
 # the environment of the nodes the tests start.
 EXEMPT = frozenset({"MESH_API_TOKEN", "MESH_SHARED_DIR"})
 PREFIX = "MESH_"
+
+# -- strict YAML -------------------------------------------------------------------
+
+
+class _YamlErrors(Exception):
+    """What makes a text no plain YAML document, raised inside the loader."""
+
+    def __init__(self, *errors: ConfigError) -> None:
+        self.errors = list(errors)
+
+
+def _at(mark: yaml.Mark | None) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that refuses aliases and documents nested beyond MAX_DEPTH."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise _YamlErrors(
+                ConfigError(
+                    "",
+                    f"{_at(event.start_mark)}: YAML aliases (*{event.anchor}) are not "
+                    "supported in a configuration file",
+                    "write the value out in full",
+                )
+            )
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise _YamlErrors(
+                    ConfigError("", f"{_at(mark)}: nested more than {MAX_DEPTH} levels deep")
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:
+            if len(node.value) < 1000:
+                raise
+            # More digits than int() converts (sys.get_int_max_str_digits()).
+            where = _at(node.start_mark)
+            raise _YamlErrors(
+                ConfigError("", f"{where}: integer too large ({len(node.value)} digits)")
+            ) from None
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (_YamlErrors, yaml.YAMLError):
+            raise
+        except Exception:  # an explicit tag on a value it does not fit: !!float abc
+            value = node.value if isinstance(node, yaml.ScalarNode) else ""
+            tag = str(node.tag).rpartition(":")[2]
+            raise _YamlErrors(
+                ConfigError("", f"{_at(node.start_mark)}: {value[:40]!r} is not a valid !!{tag}")
+            ) from None
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+
+_STR = "tag:yaml.org,2002:str"
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+def _check_keys(node: yaml.Node, path: str, problems: list[ConfigError]) -> None:
+    """Duplicate, non-string and merge keys anywhere in the tree, with their lines."""
+    if isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_keys(item, f"{path}[{i}]", problems)
+    elif isinstance(node, yaml.MappingNode):
+        first: dict[str, yaml.Node] = {}
+        for key, value in node.value:
+            where = _at(key.start_mark)
+            if key.tag == _MERGE:
+                problems.append(
+                    ConfigError(
+                        path,
+                        f"{where}: YAML merge keys (<<) are not supported in a configuration file",
+                        "write the keys out in full",
+                    )
+                )
+                continue
+            if not isinstance(key, yaml.ScalarNode) or key.tag != _STR:
+                problems.append(_key_error(key, path))
+                continue
+            name = str(key.value)
+            child = _join(path, name)
+            if name in first:
+                problems.append(
+                    ConfigError(
+                        child,
+                        f"duplicate key at {where}",
+                        f"first at {_at(first[name].start_mark)}",
+                    )
+                )
+            else:
+                first[name] = key
+            _check_keys(value, child, problems)
+
+
+_READ_AS = {"int": "a number", "float": "a number", "bool": "a boolean", "null": "null"}
+
+
+def _key_error(key: yaml.Node, path: str) -> ConfigError:
+    where = _at(key.start_mark)
+    if not isinstance(key, yaml.ScalarNode):
+        what = "a list" if isinstance(key, yaml.SequenceNode) else "a mapping"
+        return ConfigError(path, f"{where}: a key must be a string, not {what}")
+    tag = str(key.tag).rpartition(":")[2]
+    what = _READ_AS.get(tag, f"a {tag}")
+    return ConfigError(
+        path,
+        f"{where}: key {key.value!r} is {what} in YAML, not a string",
+        f'quote it: "{key.value}"',
+    )
+
+
+def _yaml_error(exc: yaml.YAMLError, text: str) -> ConfigError:
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "not a YAML document"
+        hint = None
+        if "\\t" in problem:
+            hint = "YAML indents with spaces, not tabs"
+        elif exc.context and exc.problem:
+            hint = exc.context + (
+                f" at {_at(exc.context_mark)}"
+                if exc.context_mark and exc.context_mark != exc.problem_mark
+                else ""
+            )
+        return ConfigError("", f"{_at(mark)}: invalid YAML: {_one_line(problem)}", hint)
+    if isinstance(exc, yaml.reader.ReaderError) and isinstance(exc.position, int):
+        pos = exc.position
+        line, col = text.count("\n", 0, pos) + 1, pos - text.rfind("\n", 0, pos)
+        return ConfigError(
+            "",
+            f"line {line}, column {col}: invalid YAML: character #x{exc.character:04x} "
+            "is not allowed",
+        )
+    return ConfigError("", f"invalid YAML: {_one_line(str(exc))}")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _parse_yaml(text: str) -> Any:
+    """The document in ``text``; raise a list of ConfigError for anything not plain YAML."""
+    try:
+        loader = _Loader(text)  # checks the characters at once
+    except yaml.YAMLError as exc:
+        raise _YamlErrors(_yaml_error(exc, text)) from None
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        problems: list[ConfigError] = []
+        _check_keys(node, "", problems)
+        if problems:
+            raise _YamlErrors(*problems)
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise _YamlErrors(_yaml_error(exc, text)) from None
+    finally:
+        loader.dispose()
+
 
 # -- interpolation -----------------------------------------------------------------
 
@@ -178,7 +366,7 @@ def _resolve(data: dict[str, Any], parts: list[str]) -> tuple[list[str | int], s
     ann: Any = MeshConfig
     keys: list[str | int] = []
     path = ""
-    for part in parts:
+    for depth, part in enumerate(parts):
         if not part:
             raise _BadVariable(
                 "names no configuration key",
@@ -194,7 +382,7 @@ def _resolve(data: dict[str, Any], parts: list[str]) -> tuple[list[str | int], s
             if not index_like:
                 raise _BadVariable(
                     f"{path} is a list; the next level must be an index",
-                    f"as in MESH_{path.upper()}__0__...",
+                    f"as in MESH_{'__'.join(parts[:depth])}__0__...",
                 )
             index = int(part)
             if index >= len(entries):
@@ -240,12 +428,13 @@ def _takes_structure(ann: Any) -> bool:
 def _value(raw: str, ann: Any) -> Any:
     if raw[:1] in ("{", "[") and _takes_structure(ann):
         try:
-            return yaml.safe_load(raw)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"column {mark.column + 1}: " if mark else ""
+            return _parse_yaml(raw)
+        except _YamlErrors as exc:
             raise _BadVariable(
-                f"invalid YAML value: {where}{getattr(exc, 'problem', None) or exc}",
+                "invalid YAML value: "
+                + "; ".join(
+                    _join(e.path, e.message).replace("invalid YAML: ", "") for e in exc.errors
+                ),
                 "a value starting with { or [ is read as YAML flow",
             ) from None
     for a in _unwrap(ann):
@@ -310,13 +499,30 @@ def _kind(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def _loc(loc: tuple[int | str, ...]) -> str:
+def _loc(loc: tuple[int | str, ...], data: Any) -> str | None:
+    """The key path of a pydantic location, or None for a union branch the value is not.
+
+    Pydantic puts the tag of a discriminated union (``mqtt``) and the branch
+    of a plain one (``list[dict[str,any]]``) into locations; they are no keys.
+    """
     out = ""
+    node = data
     for part in loc:
+        if isinstance(part, str) and not (isinstance(node, dict) and part in node):
+            if isinstance(node, dict) and node.get("kind") == part:
+                continue
+            if "[" in part:
+                if part.startswith("dict[") and isinstance(node, list):
+                    return None
+                if part.startswith("list[") and isinstance(node, dict):
+                    return None
+                continue
         if isinstance(part, int):
             out += f"[{part}]"
+            node = node[part] if isinstance(node, list) and part < len(node) else None
         else:
             out = _join(out, part)
+            node = node.get(part) if isinstance(node, dict) else None
     return out
 
 
@@ -328,22 +534,19 @@ _HINTS = {
 }
 
 
-def _pydantic_errors(exc: ValidationError) -> list[ConfigError]:
+def _pydantic_errors(exc: ValidationError, data: Any) -> list[ConfigError]:
     out = []
     for err in exc.errors(include_url=False):
-        # Drop the discriminator tag pydantic puts in union locations.
-        loc = tuple(
-            p
-            for p in err["loc"]
-            if p not in ("mqtt", "nats", "http", "memory") or not isinstance(p, str)
-        )
-        message = err["msg"]
+        loc = _loc(err["loc"], data)
+        if loc is None:
+            continue
+        message = _one_line(err["msg"]).removeprefix("Value error, ")
         hint = _HINTS.get(err["type"])
         if err["type"] == "extra_forbidden":
             message = "unknown key"
-        elif err["type"] == "string_pattern_mismatch" and loc and loc[-1] == "id":
+        elif err["type"] == "string_pattern_mismatch" and loc.rpartition(".")[2] == "id":
             hint = "ids use lower-case letters, digits and '-'"
-        out.append(ConfigError(_loc(loc), message, hint))
+        out.append(ConfigError(loc, message, hint))
     return out
 
 
@@ -355,18 +558,32 @@ def _validate(
     referenced: Collection[str],
 ) -> MeshConfig:
     if not isinstance(data, dict):
-        raise ConfigErrors(source, [ConfigError("", "the file must be a YAML mapping")])
-    errors: list[ConfigError] = []
-    data = _interpolate(data, "", errors, env)  # a copy: overrides may change it
-    applied, override_errors = _apply_overrides(data, overrides, referenced)
-    # A value an override replaced no longer needs its ${VAR}.
-    errors = override_errors + [e for e in errors if _origin(e.path, applied) is None]
+        what = "the file is empty" if data is None else f"the file is {_kind(data)}"
+        raise ConfigErrors(
+            source, [ConfigError("", f"{what}; it must be a YAML mapping", "start with node: ...")]
+        )
+    unset: list[ConfigError] = []
+    data = _interpolate(data, "", unset, env)  # a copy: overrides may change it
+    applied, errors = _apply_overrides(data, overrides, referenced)
+    # A value an override replaced no longer needs its ${VAR}; one that still
+    # lacks it is wrong anyway, and its other errors would only repeat that.
+    unset = [e for e in unset if _origin(e.path, applied) is None]
+    errors += unset
+    skip = {e.path for e in unset}
     config: MeshConfig | None = None
     try:
         config = MeshConfig.model_validate(data)
     except ValidationError as exc:
-        errors.extend(_pydantic_errors(exc))
-    errors.extend(semantic_errors(data))
+        errors.extend(e for e in _pydantic_errors(exc, data) if e.path not in skip)
+    try:
+        errors.extend(e for e in semantic_errors(data) if e.path not in skip)
+    except Exception:
+        # The cross-field checks expect the shapes pydantic checks (a list of
+        # rules, hashable ids); when pydantic refused the data, its errors say
+        # what to fix first. Otherwise this is a bug: let it show.
+        if config is not None:
+            raise
+        log.debug("semantic checks skipped for %s", source, exc_info=True)
     if errors or config is None:
         unique = list({str(e): e for e in (_from(e, applied) for e in errors)}.values())
         raise ConfigErrors(source, unique)
@@ -402,21 +619,38 @@ def load_config(
     ``env`` and ``overrides`` as for :func:`parse_config`; variables the file
     references as ``${NAME}`` (even in a comment) are not overrides.
     """
-    p = Path(path)
+    source = str(path)
+
+    def fail(message: str, hint: str | None = None) -> ConfigErrors:
+        return ConfigErrors(source, [ConfigError("", message, hint)])
+
     try:
-        text = p.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
-        raise ConfigErrors(str(p), [ConfigError("", f"cannot read file: {exc.strerror}")]) from exc
+        raise fail(f"cannot read file: {exc.strerror or exc}") from exc
+    except ValueError as exc:  # a NUL in the path
+        raise fail(f"cannot read file: {exc}") from exc
+    if len(raw) > MAX_FILE_BYTES:
+        raise fail(f"the file is larger than {MAX_FILE_BYTES >> 20} MiB")
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigErrors(str(p), [ConfigError("", f"{where}invalid YAML: {exc}")]) from exc
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        start = raw.rfind(b"\n", 0, exc.start) + 1
+        line = raw.count(b"\n", 0, start) + 1
+        column = len(raw[start : exc.start].decode("utf-8", "replace")) + 1
+        raise fail(
+            f"line {line}, column {column}: not UTF-8 text (byte 0x{raw[exc.start]:02x})",
+            "save the file as UTF-8",
+        ) from None
+    try:
+        data = _parse_yaml(text)
+    except _YamlErrors as exc:
+        raise ConfigErrors(source, exc.errors) from None
     env = os.environ if env is None else env
     overrides = os.environ if overrides is None else overrides
     referenced = set(_REFERENCE.findall(text))
-    return _validate(data, str(p), env, overrides, referenced)
+    return _validate(data, source, env, overrides, referenced)
 
 
 def json_schema() -> dict[str, Any]:

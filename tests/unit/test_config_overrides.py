@@ -104,7 +104,9 @@ def test_structured_values_are_yaml_flow_and_strings_stay_strings(tmp_path: Path
 
 def test_a_malformed_structured_value_is_an_error_naming_the_variable(tmp_path: Path) -> None:
     (line,) = errors(tmp_path, {"MESH_NODE": "{bad json"})
-    assert line.startswith("MESH_NODE: invalid YAML value: column 10: ")
+    assert line.startswith("MESH_NODE: invalid YAML value: line 1, column 10: ")
+    (line,) = errors(tmp_path, {"MESH_LIMITS": "{a: &x 1, b: *x}"})
+    assert "MESH_LIMITS: invalid YAML value: line 1, column 14: YAML aliases (*x)" in line
 
 
 def test_overrides_pass_the_cross_field_checks_and_name_the_variable(tmp_path: Path) -> None:
@@ -257,7 +259,7 @@ def test_the_process_environment_is_the_default(
         (
             "MESH_NODE",
             "{bad json",
-            "  MESH_NODE: invalid YAML value: column 10: expected ',' or '}', but got "
+            "  MESH_NODE: invalid YAML value: line 1, column 10: expected ',' or '}', but got "
             "'<stream end>' (a value starting with { or [ is read as YAML flow)",
         ),
         (
