@@ -205,6 +205,7 @@ async def bench_reconverge(n: int, workdir: Path) -> dict[str, float]:
                 "egress": [{"to": "mem", "topic": f"to/n{i}/#", "target": "out"}],
             },
             env={},
+            overrides={},
         )
 
     try:

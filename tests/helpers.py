@@ -62,7 +62,7 @@ def node_config(tmp_path: Path, node_id: str, **sections: Any) -> MeshConfig:
         "node": {"id": node_id, "listen": "127.0.0.1:0", "data_dir": str(tmp_path / node_id)},
     }
     data.update(sections)
-    return parse_config(data, f"<{node_id}>", env={})
+    return parse_config(data, f"<{node_id}>", env={}, overrides={})
 
 
 def unique(prefix: str = "t") -> str:

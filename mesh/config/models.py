@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 __all__ = [
     "AcceptPeer",
@@ -193,15 +192,11 @@ class Storage(_Model):
     )
 
 
-class MeshConfig(BaseSettings):
+# A plain model, not a pydantic-settings one: mesh.config.loader merges the
+# MESH_ environment overrides into the file's data before validation, so they
+# pass the same checks as the file. (The docstring is the schema's description.)
+class MeshConfig(_Model):
     """A node's configuration file."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="MESH_",
-        env_nested_delimiter="__",
-        extra="forbid",
-        populate_by_name=True,
-    )
 
     node: NodeSettings
     brokers: dict[str, BrokerModel] = Field(default_factory=dict)
@@ -216,15 +211,3 @@ class MeshConfig(BaseSettings):
         default_factory=OutboxSettings, description="Default bounds of every outbox"
     )
     storage: Storage = Field(default_factory=Storage)
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Environment overrides the file.
-        return (env_settings, init_settings)

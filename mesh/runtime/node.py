@@ -316,7 +316,8 @@ class Node:
         """Re-read the configuration file and apply it (SIGHUP, ``mesh reload``)."""
         if self.source is None:
             raise MeshError("this node was not started from a file; nothing to reload")
-        await self.reload(await asyncio.to_thread(load_config, self.source, None, self.specs))
+        load = functools.partial(load_config, self.source, specs=self.specs)
+        await self.reload(await asyncio.to_thread(load))
 
     async def _drop_outbox(self, name: str) -> None:
         """An egress subscription was removed: its queued events go to the DLQ, counted."""

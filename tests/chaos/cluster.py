@@ -47,8 +47,9 @@ class NodeProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
-        if os.environ.get("MESH_CPROFILE_NODE") == self.name:  # for profiling runs only
-            return [sys.executable, os.environ["MESH_CPROFILE_SCRIPT"], str(self.file)]
+        # For profiling runs only; not MESH_*, which a node would take for overrides.
+        if os.environ.get("CHAOS_CPROFILE_NODE") == self.name:
+            return [sys.executable, os.environ["CHAOS_CPROFILE_SCRIPT"], str(self.file)]
         return [sys.executable, "-m", "mesh.cli", "run", str(self.file), "--log-level", "info"]
 
     def start(self) -> None:
