@@ -48,12 +48,14 @@ class MeshNet:
         interests: dict[str, list[str]],
         *,
         proxied: Iterable[tuple[str, str]] = (),
+        node_options: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self.tmp = tmp_path
         self.names = names
         self.edges = edges  # (dialer, acceptor)
         self.interests = interests  # node -> mesh-topic patterns it subscribes to
         self.proxied = set(proxied)
+        self.node_options = node_options or {}  # node -> extra keyword arguments of Node
         self.members: dict[str, Member] = {}
         self.proxies: dict[tuple[str, str], TcpProxy] = {}
         self.ports: dict[str, int] = {}
@@ -100,7 +102,10 @@ class MeshNet:
             self.ports = ports
             config = self.config(name, ports)
             source = str(self.write_config(name, config))
-            node = await self._stack.enter_async_context(Node(config, source=source).serve())
+            options = self.node_options.get(name, {})
+            node = await self._stack.enter_async_context(
+                Node(config, source=source, **options).serve()
+            )
             ports[name] = node.port
             m = self.members[name]
             m.node = node
