@@ -27,15 +27,21 @@ __all__ = ["CATEGORIES", "summarize"]
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^():]*)(?::(?P<line>\d+))?\)$")
 
 # Main-thread samples: the innermost frame of one of these modules decides the category
-# (helpers such as mesh/event.py or mesh/templates.py count for their caller).
+# (helpers such as mesh/core/event.py or mesh/core/templates.py count for their caller).
 CATEGORIES: list[tuple[str, re.Pattern[str]]] = [
-    ("ingress: decode / wrap into CloudEvents", re.compile(r"\(mesh/ingress\.py")),
-    ("routing and outbox bookkeeping", re.compile(r"\(mesh/(router|routing|outbox)\.py")),
-    ("store calls (event-loop side)", re.compile(r"\(mesh/store\.py")),
-    ("peer link: batches, acks, credit", re.compile(r"\(mesh/(link|envelope)\.py")),
-    ("egress: encode and publish", re.compile(r"\(mesh/egress\.py")),
+    ("ingress: decode / wrap into CloudEvents", re.compile(r"\(mesh/(core|runtime)/ingress\.py")),
+    (
+        "routing and outbox bookkeeping",
+        re.compile(r"\(mesh/(runtime/(router|outbox)|core/routing)\.py"),
+    ),
+    ("store calls (event-loop side)", re.compile(r"\(mesh/runtime/store(/|\.py)")),
+    (
+        "peer link: batches, acks, credit",
+        re.compile(r"\(mesh/(runtime/link|core/(envelope|frames))\.py"),
+    ),
+    ("egress: encode and publish", re.compile(r"\(mesh/(core|runtime)/egress\.py")),
     ("bridge code on the event loop", re.compile(r"\(bridges/")),
-    ("HTTP server / admin API", re.compile(r"\(mesh/server\.py")),
+    ("HTTP server / admin API", re.compile(r"\(mesh/api/")),
 ]
 
 # (module, the blocking call's source text as it appears in that module's file)
