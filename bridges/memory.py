@@ -19,10 +19,9 @@ from typing import Literal
 
 from pydantic import Field
 
+from bridges.http import HttpBinding
 from mesh.config import BrokerModel
-from mesh.core.codec import Mode, decode_http, encode_http
-from mesh.core.errors import InvalidEvent, PublishError
-from mesh.core.event import Event
+from mesh.core.errors import PublishError
 from mesh.core.topics import MESH_SYNTAX, Pattern
 from mesh.plugins import BridgeContext, BridgeSpec, Capabilities, Delivery, Message, Subscribe
 
@@ -124,23 +123,8 @@ class MemoryBridge:
         self.ctx.inbox.lost("closed")
 
 
-class MemoryBinding:
-    """CloudEvents as HTTP carries them: ``ce-`` headers, or a structured/batch body."""
-
-    def decode(self, message: Message) -> list[Event | InvalidEvent] | None:
-        mode, events = decode_http(message.headers, message.payload)
-        return None if mode is Mode.RAW else events
-
-    def encode(self, event: Event, mode: Mode, topic: str) -> Message:
-        if mode is Mode.DATA:
-            ct = event.content_type
-            headers = {"content-type": ct} if ct else {}
-            return Message(topic, event.data or b"", headers=headers, content_type=ct)
-        headers, body = encode_http(event, mode)
-        return Message(topic, body, headers=headers, content_type=headers.get("content-type"))
-
-
-_BINDING = MemoryBinding()
+# Memory carries CloudEvents as HTTP does: ``ce-`` headers, or a structured/batch body.
+_BINDING = HttpBinding()
 _CAPABILITIES = Capabilities(redelivery=False, queue_groups=False, no_local=False, confirm=True)
 
 SPEC = BridgeSpec(

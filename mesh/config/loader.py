@@ -525,18 +525,13 @@ def _from(error: ConfigError, applied: Mapping[str, str]) -> ConfigError:
 # -- validation --------------------------------------------------------------------
 
 
+_KINDS = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list"}
+
+
 def _kind(value: Any) -> str:
     if value is None:
         return "empty"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    return f"a {type(value).__name__}"
+    return _KINDS.get(type(value), f"a {type(value).__name__}")
 
 
 def _loc(loc: tuple[int | str, ...], data: Any) -> str | None:

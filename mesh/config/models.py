@@ -11,22 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = [
-    "AcceptPeer",
-    "Backoff",
-    "BrokerModel",
-    "EgressRule",
-    "EventTemplate",
-    "IngressRule",
-    "Limits",
-    "MeshConfig",
-    "NodeSettings",
-    "OnError",
-    "OutboxSettings",
-    "Peer",
-    "RetryPolicy",
-    "Storage",
-]
+# Re-exported, with the loader, by mesh.config (its __all__ is the public list).
 
 NODE_ID = r"^[a-z0-9][a-z0-9-]*$"
 
