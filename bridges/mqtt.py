@@ -53,6 +53,7 @@ from mesh.core.errors import (
     PublishError,
 )
 from mesh.core.event import Event
+from mesh.core.templates import literal_text
 from mesh.core.topics import TopicSyntax
 from mesh.plugins import BridgeContext, BridgeSpec, Capabilities, Delivery, Message, Subscribe
 
@@ -559,7 +560,7 @@ def _check_ingress(cfg: MqttBrokerConfig, rule: IngressRule) -> list[tuple[str, 
 
 
 def _check_egress(cfg: MqttBrokerConfig, rule: EgressRule) -> list[tuple[str, str]]:
-    literal = re.sub(r"\{[^}]*\}", "x", rule.target.replace("{{", "").replace("}}", ""))
+    literal = literal_text(rule.target)
     if re.search(r"[+#]", literal):
         return [("target", "an MQTT publish topic cannot contain + or #")]
     return []

@@ -50,6 +50,7 @@ from mesh.core.errors import (
     PublishError,
 )
 from mesh.core.event import Event
+from mesh.core.templates import literal_text
 from mesh.core.topics import TopicSyntax
 from mesh.plugins import BridgeContext, BridgeSpec, Capabilities, Delivery, Message, Subscribe
 
@@ -361,7 +362,7 @@ def _check_ingress(cfg: NatsBrokerConfig, rule: IngressRule) -> list[tuple[str, 
 
 
 def _check_egress(cfg: NatsBrokerConfig, rule: EgressRule) -> list[tuple[str, str]]:
-    literal = re.sub(r"\{[^}]*\}", "x", rule.target.replace("{{", "").replace("}}", ""))
+    literal = literal_text(rule.target)
     if re.search(r"[*>\s]", literal):
         return [("target", "a NATS subject cannot contain *, > or spaces")]
     return []

@@ -24,7 +24,7 @@ import orjson
 
 from mesh.core.errors import TemplateError
 
-__all__ = ["RenderContext", "Template"]
+__all__ = ["RenderContext", "Template", "literal_text"]
 
 _VAR = re.compile(r"[0-9]+|[a-z0-9]+|data(\.[A-Za-z0-9_\-]+)+")
 _MISSING = object()
@@ -178,3 +178,15 @@ class Template:
 
     def __repr__(self) -> str:
         return f"Template({self.source!r})"
+
+
+_VARIABLE = re.compile(r"\{\{|\}\}|\{[^}]*\}")
+
+
+def literal_text(source: str) -> str:
+    """The fixed text of a template: what is left without its ``{…}`` variables.
+
+    Bridges check it for characters their protocol forbids in a publish
+    topic (``+``/``#`` in MQTT, ``*``/``>`` in NATS) before a node starts.
+    """
+    return _VARIABLE.sub(lambda m: m[0][0] if m[0] in ("{{", "}}") else "x", source)

@@ -7,7 +7,7 @@ import pytest
 from bridges.mqtt import MQTT_SYNTAX
 from bridges.nats import NATS_SYNTAX
 from mesh.core.errors import TemplateError
-from mesh.core.templates import RenderContext, Template
+from mesh.core.templates import RenderContext, Template, literal_text
 from mesh.core.topics import Pattern, TopicError
 
 
@@ -101,3 +101,11 @@ def test_template_missing_values_at_render_time() -> None:
         Template("x.{data.a.b}").render(RenderContext(payload=b'{"a": {}}'))
     with pytest.raises(TemplateError, match="payload has no JSON field"):
         Template("x.{data.a}").render(RenderContext(payload=b"not json"))
+
+
+@pytest.mark.parametrize(
+    ("source", "literal"),
+    [("a/{1}/b", "a/x/b"), ("out.{node}.{id}", "out.x.x"), ("a{{+}}/#", "a{+}/#"), ("", "")],
+)
+def test_literal_text_is_a_template_without_its_variables(source: str, literal: str) -> None:
+    assert literal_text(source) == literal
