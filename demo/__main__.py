@@ -130,7 +130,7 @@ class Demo:
                 svc, [py, "-m", "demo.services.nats_service", svc, "--nats", self.nats.url, *status]
             )
         self.spawn("email", [py, "-m", "demo.services.email", "--mqtt", self.mqtt.url, *status])
-        time.sleep(1.0)  # let the subscribers subscribe before the producers start
+        self.wait_ready(["shipping", "invoice", "payment", "orders", "monitor", "email"])
         self.spawn(
             "cart",
             [
@@ -187,6 +187,17 @@ class Demo:
                 return
             time.sleep(0.2)
         raise SystemExit("the mesh did not come up; see var/demo/logs/node-*.log")
+
+    def wait_ready(self, services: list[str], timeout: float = 30.0) -> None:
+        """Wait until every consumer has subscribed, so no early event finds nobody."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            st = self.status()
+            if all(st.get(s, {}).get("ready") for s in services):
+                return
+            time.sleep(0.1)
+        raise SystemExit(f"services not ready after {timeout:.0f}s; see var/demo/logs/")
 
     def check_alive(self) -> None:
         for name, proc in self.procs:

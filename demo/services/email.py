@@ -19,6 +19,7 @@ def main() -> None:
             status.inc("emails")
 
     client = connect(args.mqtt, "email", on_message, "shop/in/shipment-dispatched")
+    status.set("ready", True)
     while not stop.wait(0.2):
         status.write()
     status.write()

@@ -26,14 +26,16 @@ def connect(
         protocol=MQTTProtocolVersion.MQTTv5,
     )
     client.max_inflight_messages_set(100)
-    ready = threading.Event()
+    ready = threading.Event()  # connected, and subscribed if asked to (SUBACK received)
 
     def on_connect(c: Any, u: Any, flags: Any, rc: Any, props: Any) -> None:
         if subscribe:
             c.subscribe(subscribe, qos=1)
-        ready.set()
+        else:
+            ready.set()
 
     client.on_connect = on_connect
+    client.on_subscribe = lambda *_: ready.set()
     if on_message is not None:
         client.on_message = lambda c, u, m: on_message(m)
     client.connect(host, int(port))

@@ -63,6 +63,7 @@ async def run(service: str, url: str, status: Status) -> None:
 
             await nc.subscribe(f"core.in.{incoming}", cb=handle)
     await nc.flush()
+    status.set("ready", True)
     while not stop.is_set():
         status.write()
         with contextlib.suppress(TimeoutError):

@@ -74,6 +74,7 @@ async def run(service: str, port: int, node: str, status: Status, bind: str) -> 
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, bind, port).start()
+    status.set("ready", True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
