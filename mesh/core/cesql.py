@@ -60,7 +60,7 @@ from typing import Final, Literal, NamedTuple, NoReturn, TypeAlias, cast
 from mesh.core.errors import CesqlError
 from mesh.core.event import AttrValue
 
-__all__ = ["ErrorKind", "EvalError", "Expression", "Value", "compile"]
+__all__ = ["MAX_EXPRESSION_LENGTH", "ErrorKind", "EvalError", "Expression", "Value", "compile"]
 
 Value: TypeAlias = bool | int | str
 
@@ -113,6 +113,8 @@ _Type: TypeAlias = type[bool] | type[int] | type[str]
 _INT_MIN: Final = -(2**31)
 _INT_MAX: Final = 2**31 - 1
 _MAX_DEPTH: Final = 100
+MAX_EXPRESSION_LENGTH: Final = 4096
+"""The longest expression :func:`compile` accepts, in characters."""
 _ZERO: Final[dict[_Type | None, Value]] = {bool: False, int: 0, str: "", None: False}
 _TYPE_NAME: Final[dict[_Type, str]] = {bool: "Boolean", int: "Integer", str: "String"}
 _INT_TEXT: Final = re.compile(r"([+-]?)0*([0-9]{1,10})")
@@ -1339,6 +1341,14 @@ def compile(expression: str) -> Expression:
     """Parse once; raise mesh.core.errors.CesqlError(expression, position, reason) on a parse error.
 
     ``position`` is the 0-based offset of the offending token (the length of
-    the text when the expression ends too early).
+    the text when the expression ends too early). An expression longer than
+    :data:`MAX_EXPRESSION_LENGTH` or nested more than 100 levels deep is refused.
     """
+    if len(expression) > MAX_EXPRESSION_LENGTH:
+        raise CesqlError(
+            expression,
+            MAX_EXPRESSION_LENGTH,
+            f"expression of {len(expression)} characters exceeds the limit of "
+            f"{MAX_EXPRESSION_LENGTH}",
+        )
     return Expression(expression, _Parser(expression).parse())
