@@ -8,7 +8,8 @@ Usage::
     value, errors = expr.evaluate(event.attrs, fail_fast=False)  # complete: every error
 
 ``compile`` turns the text into a tree of closures: LIKE patterns become
-``str`` method calls or precompiled ``re`` objects, literal casts and ``IN``
+``str`` method calls or a greedy segment matcher (linear in the value for each
+``%`` segment, never backtracking), literal casts and ``IN``
 sets of literals are done once, and AND/OR chains are flattened. ``attrs`` are
 a CloudEvent's context attributes (``str``, or ``int``/``bool`` for typed
 extensions); the expression never looks at ``data``.
@@ -59,7 +60,7 @@ from typing import Final, Literal, NamedTuple, NoReturn, TypeAlias, cast
 from mesh.core.errors import CesqlError
 from mesh.core.event import AttrValue
 
-__all__ = ["ErrorKind", "EvalError", "Expression", "Value", "compile"]
+__all__ = ["MAX_EXPRESSION_LENGTH", "ErrorKind", "EvalError", "Expression", "Value", "compile"]
 
 Value: TypeAlias = bool | int | str
 
@@ -112,6 +113,8 @@ _Type: TypeAlias = type[bool] | type[int] | type[str]
 _INT_MIN: Final = -(2**31)
 _INT_MAX: Final = 2**31 - 1
 _MAX_DEPTH: Final = 100
+MAX_EXPRESSION_LENGTH: Final = 4096
+"""The longest expression :func:`compile` accepts, in characters."""
 _ZERO: Final[dict[_Type | None, Value]] = {bool: False, int: 0, str: "", None: False}
 _TYPE_NAME: Final[dict[_Type, str]] = {bool: "Boolean", int: "Integer", str: "String"}
 _INT_TEXT: Final = re.compile(r"([+-]?)0*([0-9]{1,10})")
@@ -641,9 +644,79 @@ def _like_matcher(pattern: str) -> Callable[[str], bool]:
     if kinds == (_ANY, "lit", _ANY):
         infix = texts[1]
         return lambda s: infix in s
-    regex = "".join(".*" if k == _ANY else "." if k == _ONE else re.escape(t) for k, t in parts)
-    fullmatch = re.compile(regex, re.DOTALL).fullmatch
-    return lambda s: fullmatch(s) is not None
+    return _segment_matcher(parts)
+
+
+class _Segment(NamedTuple):
+    """A run of literals and ``_`` between two ``%``: a fixed number of code points."""
+
+    size: int
+    literal: str | None  # the text, when the segment holds no ``_``
+    regex: re.Pattern[str] | None  # literals and ``.`` only: no backtracking
+
+
+def _segments(parts: list[tuple[str, str]]) -> list[_Segment]:
+    """The pattern split on ``%``; an empty segment where two ``%`` or an end meet."""
+    segments: list[_Segment] = []
+    run: list[tuple[str, str]] = []
+    for kind, text in [*parts, (_ANY, "")]:
+        if kind != _ANY:
+            run.append((kind, text))
+            continue
+        if any(k == _ONE for k, _ in run):
+            regex = "".join("." if k == _ONE else re.escape(t) for k, t in run)
+            size = sum(1 if k == _ONE else len(t) for k, t in run)
+            segments.append(_Segment(size, None, re.compile(regex, re.DOTALL)))
+        else:
+            literal = "".join(t for _, t in run)
+            segments.append(_Segment(len(literal), literal, None))
+        run = []
+    return segments
+
+
+def _segment_matcher(parts: list[tuple[str, str]]) -> Callable[[str], bool]:
+    """Greedy segment matching: linear in the value for each segment, never backtracking.
+
+    Between two ``%`` every segment has a fixed length, so its leftmost
+    occurrence after the previous one is always the best choice: the first
+    segment is anchored at the start, the last at the end, and each middle one
+    is searched once, left to right. The cost is O(len(value) * len(pattern))
+    at worst, where the regex engine's backtracking over ``.*`` was exponential.
+    """
+    segments = _segments(parts)
+    first, middle, last = segments[0], segments[1:-1], segments[-1]
+    anchored_both = len(segments) == 1  # no % at all: the whole value is one segment
+    floor = sum(seg.size for seg in segments)
+
+    def at(seg: _Segment, s: str, pos: int) -> bool:
+        if seg.literal is not None:
+            return s.startswith(seg.literal, pos)
+        assert seg.regex is not None
+        return seg.regex.match(s, pos) is not None
+
+    def find(seg: _Segment, s: str, pos: int) -> int:
+        if seg.literal is not None:
+            return s.find(seg.literal, pos)
+        assert seg.regex is not None
+        m = seg.regex.search(s, pos)
+        return -1 if m is None else m.start()
+
+    def match(s: str) -> bool:
+        n = len(s)
+        if anchored_both:
+            return n == first.size and at(first, s, 0)
+        if n < floor or not at(first, s, 0):
+            return False
+        pos = first.size
+        for seg in middle:
+            found = find(seg, s, pos)
+            if found < 0:
+                return False
+            pos = found + seg.size
+        start = n - last.size
+        return start >= pos and at(last, s, start)
+
+    return match
 
 
 def _like(x: _Node, pattern: str, negate: bool) -> _Node:
@@ -1268,6 +1341,14 @@ def compile(expression: str) -> Expression:
     """Parse once; raise mesh.core.errors.CesqlError(expression, position, reason) on a parse error.
 
     ``position`` is the 0-based offset of the offending token (the length of
-    the text when the expression ends too early).
+    the text when the expression ends too early). An expression longer than
+    :data:`MAX_EXPRESSION_LENGTH` or nested more than 100 levels deep is refused.
     """
+    if len(expression) > MAX_EXPRESSION_LENGTH:
+        raise CesqlError(
+            expression,
+            MAX_EXPRESSION_LENGTH,
+            f"expression of {len(expression)} characters exceeds the limit of "
+            f"{MAX_EXPRESSION_LENGTH}",
+        )
     return Expression(expression, _Parser(expression).parse())

@@ -9,6 +9,11 @@ A missing attribute never matches ``exact``/``prefix``/``suffix``; integer and
 boolean attributes are compared in their canonical string form. ``sql`` passes
 only when the expression yields Boolean true without an error.
 
+Filters come from peers and clients, so they are bounded: at most
+:data:`MAX_FILTER_DEPTH` levels of ``all``/``any``/``not``/list nesting and
+:data:`MAX_FILTER_BYTES` bytes as JSON; a ``sql`` expression has the limits
+of :mod:`mesh.core.cesql` (:data:`~mesh.core.cesql.MAX_EXPRESSION_LENGTH`).
+
 :func:`compile_filter` validates and raises :class:`~mesh.core.errors.FilterError`
 with a message naming the offending dialect or key. The original JSON form
 travels with interests between nodes; :func:`canonical` gives it a stable key.
@@ -23,10 +28,12 @@ import orjson
 
 from mesh.core.errors import CesqlError, FilterError
 
-__all__ = ["Predicate", "canonical", "compile_filter"]
+__all__ = ["MAX_FILTER_BYTES", "MAX_FILTER_DEPTH", "Predicate", "canonical", "compile_filter"]
 
 Predicate = Callable[[Mapping[str, Any]], bool]
 DIALECTS = ("exact", "prefix", "suffix", "all", "any", "not", "sql")
+MAX_FILTER_DEPTH = 32
+MAX_FILTER_BYTES = 64 * 1024
 
 
 def canonical(spec: Any) -> str:
@@ -43,11 +50,32 @@ def _str(value: Any) -> str | None:
 
 
 def compile_filter(spec: Any, path: str = "filter") -> Predicate:
-    """Compile a filter (or a list of filters) into a predicate over attributes."""
+    """Compile a filter (or a list of filters) into a predicate over attributes.
+
+    Raise :class:`FilterError` for an invalid filter, or one beyond the limits.
+    """
+    try:
+        size = len(orjson.dumps(spec))
+    except orjson.JSONEncodeError as exc:
+        # orjson stops at 255 levels, far beyond MAX_FILTER_DEPTH.
+        raise FilterError(
+            f"{path}: a filter must be JSON nested at most {MAX_FILTER_DEPTH} levels deep ({exc})"
+        ) from None
+    if size > MAX_FILTER_BYTES:
+        raise FilterError(
+            f"{path}: filter of {size} bytes as JSON exceeds the limit of {MAX_FILTER_BYTES}"
+        )
+    return _compile(spec, path, 0)
+
+
+def _compile(spec: Any, path: str, depth: int) -> Predicate:
+    if depth > MAX_FILTER_DEPTH:
+        raise FilterError(f"{path}: filter nested more than {MAX_FILTER_DEPTH} levels deep")
+    depth += 1
     if isinstance(spec, list):
         if not spec:
             return lambda attrs: True
-        preds = [compile_filter(s, f"{path}[{i}]") for i, s in enumerate(spec)]
+        preds = [_compile(s, f"{path}[{i}]", depth) for i, s in enumerate(spec)]
         return _all(preds)
     if not isinstance(spec, Mapping) or len(spec) != 1:
         raise FilterError(
@@ -70,10 +98,10 @@ def compile_filter(spec: Any, path: str = "filter") -> Predicate:
     if dialect in ("all", "any"):
         if not isinstance(value, list) or not value:
             raise FilterError(f"{where}: expected a non-empty list of filters")
-        preds = [compile_filter(s, f"{where}[{i}]") for i, s in enumerate(value)]
+        preds = [_compile(s, f"{where}[{i}]", depth) for i, s in enumerate(value)]
         return _all(preds) if dialect == "all" else _any(preds)
     if dialect == "not":
-        inner = compile_filter(value, where)
+        inner = _compile(value, where, depth)
         return lambda attrs: not inner(attrs)
     if dialect == "sql":
         if not isinstance(value, str) or not value.strip():

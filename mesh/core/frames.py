@@ -319,8 +319,6 @@ def parse_interest(item: Any, peer: str) -> Interest | InterestRefused:
             compile_filter(spec)
         except FilterError as exc:
             return InterestRefused("filter", f"invalid filter: {exc}", origin, pattern)
-        except RecursionError:
-            return InterestRefused("filter", "filter nested too deeply", origin, pattern)
     if (
         not isinstance(path, list)
         or not 1 <= len(path) <= MAX_INTEREST_PATH

@@ -6,6 +6,7 @@ Every decoder returns :class:`mesh.core.event.Event` objects and raises only
 ``shared/reference/cloudevents-bindings.md`` (CloudEvents 1.0.3-wip texts):
 
 * :mod:`mesh.core.codec.jsonformat` - the JSON format, single events and batches;
+* :mod:`mesh.core.codec.jsontext` - the text of a JSON ``data`` member, as sent;
 * :mod:`mesh.core.codec.headers` - percent-encoding of ``ce-`` header values;
 * :mod:`mesh.core.codec.http`, :mod:`mesh.core.codec.mqtt`, :mod:`mesh.core.codec.nats` -
   the protocol bindings;

@@ -13,13 +13,16 @@ Writing ``data`` (§2.1), with the event's *effective* content type
   ``datacontenttype`` is added.
 
 Reading ``data`` (§2.2): ``data_base64`` -> decoded bytes; ``data`` with a
-JSON-like or absent content type -> ``orjson.dumps(value)`` (a JSON string
-keeps its quotes, ``"data": null`` becomes ``b"null"``, and an absent
-``datacontenttype`` sets ``json_implied``); ``data`` with any other content
-type must be a string and becomes its UTF-8 bytes.  The JSON data document is
-re-serialised by orjson on decode, so insignificant whitespace, escapes and
-number spellings are normalised; integers beyond 64 bits and decimals beyond
-double precision lose precision (orjson parses them as ``float``).
+JSON-like or absent content type -> the JSON text of the member exactly as it
+arrived (a JSON string keeps its quotes, ``"data": null`` becomes ``b"null"``,
+and an absent ``datacontenttype`` sets ``json_implied``); ``data`` with any
+other content type must be a string and becomes its UTF-8 bytes.  Big
+integers, number spellings (``1.50``), escapes, key order and whitespace
+inside the data document survive, because its text is never re-serialised:
+:mod:`mesh.core.codec.jsontext` cuts it out of the original
+bytes next to the orjson parse, which reads the attributes (duplicate
+``data`` members are the exception: then the value orjson read is
+re-serialised).
 
 Attribute members: ``null`` means absent; strings, integers (32-bit) and
 booleans are accepted; floats, objects and arrays are rejected.
@@ -35,6 +38,7 @@ from typing import Any, Final
 import orjson
 
 from mesh.core.codec import Mode
+from mesh.core.codec.jsontext import BatchData, event_data
 from mesh.core.errors import InvalidEvent
 from mesh.core.event import (
     _KNOWN_NAMES,
@@ -121,7 +125,7 @@ def decode_structured(body: bytes) -> Event:
         raise InvalidEvent(f"structured event is not valid JSON: {exc}") from None
     if type(obj) is not dict:
         raise InvalidEvent(f"structured event must be a JSON object, not {_json_type(obj)}")
-    return _from_object(obj, _BACKSLASH not in body)
+    return _from_object(obj, _BACKSLASH not in body, body, 0)
 
 
 def decode_batch(body: bytes) -> list[Event | InvalidEvent]:
@@ -138,25 +142,32 @@ def decode_batch(body: bytes) -> list[Event | InvalidEvent]:
     if type(items) is not list:
         raise InvalidEvent(f"batch must be a JSON array, not {_json_type(items)}")
     c0_free = _BACKSLASH not in body
+    text = BatchData(body, not c0_free)
     out: list[Event | InvalidEvent] = []
     for index, item in enumerate(items):
         if type(item) is not dict:
             reason = f"batch element {index}: must be a JSON object, not {_json_type(item)}"
             out.append(InvalidEvent(reason))
+            text.lost()
             continue
         try:
-            out.append(_from_object(item, c0_free))
+            out.append(_from_object(item, c0_free, text, index))
         except InvalidEvent as exc:
+            text.lost()
             out.append(InvalidEvent(f"batch element {index}: {exc.reason}", exc.attribute))
     return out
 
 
-def _from_object(obj: dict[str, Any], c0_free: bool) -> Event:
+def _from_object(
+    obj: dict[str, Any], c0_free: bool, text: bytes | BatchData, element: int
+) -> Event:
     """Build an Event from a parsed JSON object (consumed: it becomes ``attrs``).
 
     ``c0_free``: the JSON text had no backslash.  JSON strings cannot hold
     raw control characters (orjson rejects them), so then no string in
-    ``obj`` contains a C0 control character.
+    ``obj`` contains a C0 control character.  ``text`` is the JSON text of
+    the event (``element`` is then unused), or of the batch whose element
+    ``element`` it is.
     """
     data = obj.pop("data", _MISSING)
     data_base64 = obj.pop("data_base64", None)
@@ -200,11 +211,13 @@ def _from_object(obj: dict[str, Any], c0_free: bool) -> Event:
     ct = attrs.get("datacontenttype")  # a str or None: validated above
     # _is_json, its cache looked up inline first: this is the hot path.
     if ct is None or _JSON_CACHE.get(ct) or _is_json(ct):  # type: ignore[arg-type]
-        try:
-            payload = orjson.dumps(data)
-        except orjson.JSONEncodeError as exc:
-            raise InvalidEvent(f"data cannot be re-encoded: {exc}") from None
+        if type(text) is bytes:
+            payload = event_data(text, not c0_free, data)
+        else:
+            payload = text.of(element, data)  # type: ignore[union-attr]
         return Event(attrs, payload, ct is None)
+    if type(text) is BatchData:
+        text.lost()  # its "data" key is not the next element's
     if type(data) is str:
         return Event(attrs, data.encode("utf-8"))
     if data is None:
@@ -272,7 +285,7 @@ def _sniff_structured(payload: bytes) -> Event | None:
         return None
     if type(obj) is not dict or "specversion" not in obj:
         return None
-    return _from_object(obj, _BACKSLASH not in payload)
+    return _from_object(obj, _BACKSLASH not in payload, payload, 0)
 
 
 # --------------------------------------------------------------------------
