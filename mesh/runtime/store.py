@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from mesh.core.errors import StoreError
+from mesh.core.errors import StoreError, StoreFull
 
 __all__ = ["DeadLetter", "DedupKey", "Store"]
 
@@ -194,7 +194,7 @@ class Store:
             db.execute("PRAGMA journal_size_limit=67108864")
             init[0](db)
             self._db = db
-        except sqlite3.Error as exc:
+        except Exception as exc:
             _resolve(init, None, StoreError(f"cannot open {self.path}: {exc}"))
             return
         _resolve(init, None, None)
@@ -227,16 +227,28 @@ class Store:
     ) -> list[tuple[Any, BaseException | None]]:
         try:
             return self._commit(db, fns)
-        except sqlite3.Error:
+        except Exception:
             # Something in the group failed: nothing of it was kept. Run each
             # operation in a transaction of its own, so only the faulty one fails.
+            # Any exception, not only SQLite's, fails its own caller and never
+            # this thread: a dead writer thread would leave every later caller
+            # waiting for ever.
             results: list[tuple[Any, BaseException | None]] = []
             for fn in fns:
                 try:
                     results.extend(self._commit(db, [fn]))
-                except sqlite3.Error as exc:
-                    results.append((None, StoreError(f"{self.path}: {exc}")))
+                except Exception as exc:
+                    results.append((None, self._mapped(exc)))
             return results
+
+    def _mapped(self, exc: Exception) -> BaseException:
+        """What the caller of a failed operation gets: StoreFull when the disk is full."""
+        if not isinstance(exc, sqlite3.Error):
+            return exc
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        if code == sqlite3.SQLITE_FULL or "database or disk is full" in str(exc):
+            return StoreFull(str(self.path))
+        return StoreError(f"{self.path}: {exc}")
 
     def _commit(
         self, db: sqlite3.Connection, fns: list[Callable[[sqlite3.Connection], Any]]
@@ -252,7 +264,7 @@ class Store:
             db.execute("BEGIN IMMEDIATE")
             results: list[tuple[Any, BaseException | None]] = [(fn(db), None) for fn in fns]
             db.execute("COMMIT")
-        except sqlite3.Error:
+        except Exception:
             self._next_seq = next_seq
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mesh.core.errors import StoreError
+from mesh.core.errors import StoreError, StoreFull
 from mesh.runtime.store import INLINE_MAX, Store
 
 
@@ -105,3 +105,46 @@ async def test_with_synchronous_full_nothing_commits_on_the_event_loop(tmp_path:
         assert log == [("small", "store")]
     finally:
         await store.close()
+
+
+async def test_any_exception_in_an_operation_fails_its_caller_never_the_thread(
+    store: Store,
+) -> None:
+    """A non-SQLite error (here a UnicodeEncodeError, as a stray header byte once
+    raised) fails only its own caller; its group's other operations commit, the
+    faulty one's writes are rolled back, and the thread keeps serving."""
+    box = await store.box_id("b")
+
+    def bad(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO kv (key, value) VALUES ('bad', x'00')")
+        "\udcff".encode()
+
+    async def grouped() -> list[object]:
+        # Queued together, so they share one group commit on the store thread.
+        return await asyncio.gather(
+            store.append([(None, [(box, b"one")])]),
+            store.call(bad),
+            store.append([(None, [(box, b"two")])]),
+            return_exceptions=True,
+        )
+
+    # Before the fix the thread died here and every caller waited for ever.
+    first, failed, last = await asyncio.wait_for(grouped(), 10)
+    assert isinstance(failed, UnicodeEncodeError)
+    assert not isinstance(first, BaseException) and not isinstance(last, BaseException)
+    assert await store.get("bad") is None  # rolled back
+    with pytest.raises(TypeError):
+        await store.call(lambda db: len(None))  # type: ignore[arg-type]
+    assert [r for _s, r in await store.read(box, 0, 10)] == [b"one", b"two"]
+    await store.put("after", b"ok")  # the thread still serves
+    assert await store.get("after") == b"ok"
+
+
+async def test_a_full_disk_is_store_full_not_a_store_error(store: Store) -> None:
+    def full(db: sqlite3.Connection) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    with pytest.raises(StoreFull):
+        await store.call(full)
+    await store.put("after", b"ok")
+    assert await store.get("after") == b"ok"
