@@ -1,0 +1,194 @@
+"""Faults a node once could not survive now stay local: the node keeps serving.
+
+Each case sends a real node (real nats-server behind it) something that used
+to stop, wedge or poison it, then checks the node still delivers, and that
+the fault was refused with a reason and counted:
+
+- an HTTP request with a non-UTF-8 byte in a header (no credentials needed);
+- an interest pattern the router cannot parse (``a/#/b``), from a peer, which
+  must be refused and never persisted, and a bad pattern already persisted,
+  which must be dropped at start, not be fatal;
+- a ``LIKE`` filter of 200 ``%`` segments from a peer, matched against a
+  10 KB value (a backtracking matcher froze the loop for 20.9 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import nats
+import orjson
+import pytest
+from nats.aio.msg import Msg
+
+from mesh.config import MeshConfig
+from mesh.core import frames
+from mesh.runtime.node import Node
+from mesh.testing import NatsServer
+from tests.helpers import node_config, unique, wait_for
+
+TOKEN = "faults-token"
+PEER = "peer-x"
+
+
+def config(tmp_path: Path, nats_server: NatsServer, tag: str) -> MeshConfig:
+    return node_config(
+        tmp_path,
+        "solo",
+        brokers={"web": {"kind": "http"}, "bus": {"kind": "nats", "url": nats_server.url}},
+        ingress=[{"from": "web", "topic": f"{tag}/#"}],
+        egress=[{"to": "bus", "topic": f"{tag}/#", "target": f"out.{tag}.{{id}}"}],
+        accept=[{"id": PEER, "token": TOKEN}],
+    )
+
+
+class Site:
+    def __init__(self, node: Node, tag: str, received: list[str]) -> None:
+        self.node = node
+        self.tag = tag
+        self.received = received
+
+    async def post(self, event_id: str, subject: str = "s", topic: str = "x") -> int:
+        """A structured CloudEvent (a 10 KB subject does not fit an HTTP header)."""
+        event = {"specversion": "1.0", "id": event_id, "source": "/faults", "type": "t"}
+        body = orjson.dumps({**event, "subject": subject, "data": {}})
+        headers = {"content-type": "application/cloudevents+json"}
+        url = f"http://127.0.0.1:{self.node.port}/events/{self.tag}/{topic}"
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(url, data=body, headers=headers) as r,
+        ):
+            return r.status
+
+    async def still_delivers(self, event_id: str) -> None:
+        assert await self.post(event_id) == 202
+        await wait_for(lambda: event_id in self.received, 10, f"{event_id} at NATS")
+
+
+@pytest.fixture
+async def site(tmp_path: Path, nats_server: NatsServer) -> AsyncIterator[Site]:
+    tag = unique("faults")
+    received: list[str] = []
+
+    async def on_msg(msg: Msg) -> None:
+        received.append(msg.subject.rsplit(".", 1)[1])
+
+    nc = await nats.connect(nats_server.url)
+    await nc.subscribe(f"out.{tag}.>", cb=on_msg)
+    await nc.flush()
+    async with Node(config(tmp_path, nats_server, tag)).serve() as node:
+        await node.ready()
+        yield Site(node, tag, received)
+    await nc.close()
+
+
+async def test_a_non_utf8_header_byte_is_refused_and_the_node_keeps_serving(site: Site) -> None:
+    for _ in range(3):
+        reader, writer = await asyncio.open_connection("127.0.0.1", site.node.port)
+        writer.write(
+            f"POST /events/{site.tag}/x HTTP/1.1\r\nHost: x\r\n".encode()
+            + b"ce-specversion: 1.0\r\nce-id: 1\r\nce-source: /s\r\nce-type: t\r\n"
+            + b"ce-subject: caf\xe9\r\nContent-Length: 2\r\n\r\n{}"
+        )
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), 10)
+        writer.close()
+        assert status_line.startswith(b"HTTP/1.1 4"), status_line
+    await site.still_delivers("after-bad-header")
+    # The refused requests reached the dead-letter queue, and the store thread
+    # that wrote them lives on.
+    assert await asyncio.wait_for(site.node.store.dlq_count(), 5) == 3
+    rejected = site.node.metrics.total("mesh_ingress_rejected_total")
+    assert rejected == 3, rejected
+
+
+async def join(site: Site) -> Any:
+    """Dial the node as ``peer-x``; return the session and the websocket."""
+    http = aiohttp.ClientSession()
+    ws = await http.ws_connect(f"ws://127.0.0.1:{site.node.port}/mesh")
+    await ws.send_str(frames.hello(PEER, "", TOKEN))
+    welcome = frames.parse_welcome((await ws.receive()).data, "solo")
+    assert isinstance(welcome, frames.Welcome), welcome
+    return http, ws
+
+
+def interest(pattern: str, spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    item: dict[str, Any] = {"origin": PEER, "pattern": pattern, "path": [PEER]}
+    if spec is not None:
+        item["filter"] = spec
+    return item
+
+
+LIKE_200 = "'" + "%a" * 200 + "%b'"
+
+
+async def test_bad_interests_from_a_peer_are_refused_counted_and_never_stored(
+    site: Site, caplog: pytest.LogCaptureFixture
+) -> None:
+    http, ws = await join(site)
+    try:
+        with caplog.at_level(logging.WARNING):
+            frame = {
+                "type": "interests",
+                "full": True,
+                "add": [
+                    interest("a/#/b"),
+                    interest(f"{site.tag}/like/#", {"sql": f"subject LIKE {LIKE_200}"}),
+                    interest(f"{site.tag}/good/#"),
+                ],
+            }
+            await ws.send_str(frames.dump(frame))
+            m = site.node.metrics
+            await wait_for(
+                lambda: m.get("mesh_interests_refused_total", peer=PEER, reason="pattern") == 1,
+                10,
+                "the refusal to be counted",
+            )
+        patterns = {r.pattern for r in site.node.table.routes() if r.origin == PEER}
+        assert patterns == {f"{site.tag}/like/#", f"{site.tag}/good/#"}
+        refusals = [r for r in caplog.records if "refused" in r.getMessage()]
+        assert len(refusals) == 1  # logged once for the frame, not per retry
+
+        # The LIKE interest is evaluated for every event on its topic: a 10 KB
+        # subject that almost matches must not stall the node.
+        started = time.monotonic()
+        assert await site.post("like-1", subject="a" * 10_000, topic="like/x") == 202
+        assert time.monotonic() - started < 2, "a LIKE filter stalled the node"
+        await wait_for(lambda: "like-1" in site.received, 10, "like-1 at NATS")
+        await site.still_delivers("after-bad-interests")
+
+        await site.node.persist_routes()
+        saved = orjson.loads(await site.node.store.get("learned-interests") or b"{}")
+        assert sorted(i["pattern"] for i in saved[PEER]) == [
+            f"{site.tag}/good/#",
+            f"{site.tag}/like/#",
+        ]
+    finally:
+        await ws.close()
+        await http.close()
+
+
+async def test_a_bad_persisted_pattern_is_dropped_at_start_not_fatal(
+    tmp_path: Path, nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    tag = unique("faults")
+    cfg = config(tmp_path, nats_server, tag)
+    async with Node(cfg).serve() as node:
+        await node.ready()
+        poisoned = {PEER: [interest("a/#/b"), interest(f"{tag}/good/#")]}
+        await node.store.put("learned-interests", orjson.dumps(poisoned))
+    with caplog.at_level(logging.WARNING):
+        async with Node(cfg).serve() as node:  # the restart
+            await node.ready()
+            assert {r.pattern for r in node.table.routes() if r.origin == PEER} == {f"{tag}/good/#"}
+            assert (
+                node.metrics.get("mesh_interests_refused_total", peer="(restored)", reason="stored")
+                == 1
+            )
+    assert sum("persisted route via" in r.getMessage() for r in caplog.records) == 1
