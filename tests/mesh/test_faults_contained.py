@@ -25,9 +25,10 @@ import aiohttp
 import nats
 import orjson
 import pytest
+from aiohttp import web
 from nats.aio.msg import Msg
 
-from mesh.config import MeshConfig
+from mesh.config import MeshConfig, parse_config
 from mesh.core import frames
 from mesh.runtime.node import Node
 from mesh.testing import NatsServer
@@ -192,3 +193,58 @@ async def test_a_bad_persisted_pattern_is_dropped_at_start_not_fatal(
                 == 1
             )
     assert sum("persisted route via" in r.getMessage() for r in caplog.records) == 1
+
+
+async def test_a_peer_answering_the_hello_with_a_list_is_contained(
+    tmp_path: Path, nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The dialing node closes the link, counts and logs it once, redials with
+    backoff, and every other flow keeps delivering."""
+    hellos = 0
+
+    async def mesh(request: web.Request) -> web.WebSocketResponse:
+        nonlocal hellos
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.receive()
+        hellos += 1
+        await ws.send_str("[]")  # a welcome that is a list
+        await ws.receive()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/mesh", mesh)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    fake = web.TCPSite(runner, "127.0.0.1", 0)
+    await fake.start()
+    port = runner.addresses[0][1]
+    tag = unique("faults")
+    received: list[str] = []
+
+    async def on_msg(msg: Msg) -> None:
+        received.append(msg.subject.rsplit(".", 1)[1])
+
+    nc = await nats.connect(nats_server.url)
+    await nc.subscribe(f"out.{tag}.>", cb=on_msg)
+    await nc.flush()
+    data = config(tmp_path, nats_server, tag).model_dump(mode="json", by_alias=True)
+    data["peers"] = [{"id": "liar", "url": f"ws://127.0.0.1:{port}/mesh", "token": TOKEN}]
+    cfg = parse_config(data, "<liar>", env={}, overrides={})
+    try:
+        with caplog.at_level(logging.WARNING):
+            async with Node(cfg).serve() as node:
+                await node.ready()
+                site = Site(node, tag, received)
+                await wait_for(lambda: hellos >= 3, 10, "the node to redial")
+                await site.still_delivers("beside-a-lying-peer")
+                assert "liar" not in node.sessions
+                restarts = node.metrics.get("mesh_task_restarts_total", task="link[liar]")
+                assert restarts >= 3
+        # Backoff: a handful of dials in these seconds, not a spin.
+        assert hellos <= 12, hellos
+        logged = [r for r in caplog.records if "must be a JSON object" in r.getMessage()]
+        assert len(logged) == 1, [r.getMessage() for r in logged]
+    finally:
+        await nc.close()
+        await runner.cleanup()

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -382,3 +383,38 @@ def test_mesh_validate_reports_each_file(
         f"{tmp_path / 'missing.yaml'}: 1 error(s)",
         "  cannot read file: No such file or directory",
     ]
+
+
+@pytest.mark.parametrize(
+    ("broker", "group", "hint"),
+    [
+        ({"kind": "mqtt", "url": "mqtt://127.0.0.1:1883"}, "a+b", "share name"),
+        ({"kind": "mqtt", "url": "mqtt://127.0.0.1:1883"}, "a/b", "share name"),
+        ({"kind": "nats", "url": "nats://127.0.0.1:4222"}, "a b", "queue group"),
+        ({"kind": "nats", "url": "nats://127.0.0.1:4222"}, "a>", "queue group"),
+    ],
+)
+def test_a_queue_group_the_library_would_reject_fails_validation(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    broker: dict[str, str],
+    group: str,
+    hint: str,
+) -> None:
+    """paho raised ValueError for a ``+`` in a share name outside the bridge's
+    error mapping and stopped the node; now ``mesh validate`` refuses it first."""
+    topic = "in/#" if broker["kind"] == "mqtt" else "in.>"
+    f = tmp_path / "groups.yaml"
+    f.write_text(
+        yaml.safe_dump(
+            {
+                "node": {"id": "n", "data_dir": str(tmp_path / "d")},
+                "brokers": {"b": broker},
+                "ingress": [{"from": "b", "topic": topic, "queue_group": group}],
+            }
+        )
+    )
+    assert main(["validate", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert "ingress[0].queue_group" in err and hint in err, err
+    assert "Traceback" not in err
