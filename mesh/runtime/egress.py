@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from mesh.core.egress import EgressRule
-from mesh.core.errors import EventError, LinkProtocolError, TemplateError
+from mesh.core.errors import EventError, LinkProtocolError, Overloaded, TemplateError
 from mesh.core.message import Message
 from mesh.plugins import Bridge
 from mesh.runtime.backoff import Backoff
@@ -100,7 +100,23 @@ class EgressWorker:
         """
         await self._settle()
         if seqs:
-            self._acking = asyncio.create_task(self.outbox.ack(seqs), name=f"{self.rule.name}.ack")
+            self._acking = asyncio.create_task(
+                self._ack_durably(seqs), name=f"{self.rule.name}.ack"
+            )
+
+    async def _ack_durably(self, seqs: list[int]) -> None:
+        """Acknowledge, retrying while the store is overloaded (a full disk).
+
+        The events were published: failing here would restart the worker,
+        rewind and publish them again. Deletes run on the store's reserve, so
+        this normally succeeds at once.
+        """
+        while True:
+            try:
+                await self.outbox.ack(seqs)
+                return
+            except Overloaded as exc:
+                await asyncio.sleep(exc.retry_after)
 
     async def _give_up(self, seq: int, event_id: str | None, reason: str) -> bool:
         """Apply ``on_error.then`` to one event; False if the worker must pause."""

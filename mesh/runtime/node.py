@@ -123,6 +123,7 @@ class Node:
             lambda: {(("outbox", ob.name),): ob.bytes for ob in self.outboxes.all()},
         )
         self.metrics.gauge("mesh_link_up", self._links_up)
+        self.metrics.gauge("mesh_store_full", lambda: {(): 1.0 if self.store.full else 0.0})
 
     def _links_up(self) -> dict[Labels, float]:
         peers = {p.id for p in self.config.peers} | set(self.sessions)

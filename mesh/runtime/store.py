@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -48,6 +49,7 @@ __all__ = ["DeadLetter", "DedupKey", "Store"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS boxes (id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL);
@@ -93,8 +95,21 @@ _DLQ_INSERT = "INSERT INTO dlq(ts, reason, place, kind, meta, record) VALUES (?,
 _Op = tuple[Callable[[sqlite3.Connection], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
 
 
+RESERVE_BYTES = 4 << 20  # kept free for deletes and acks while the disk is full
+
+
 class Store:
-    """SQLite store with group commits on a dedicated thread."""
+    """SQLite store with group commits on a dedicated thread.
+
+    A full disk. When a commit fails with SQLITE_FULL the store is *full*: it
+    deletes its reserve file (``<db>.reserve``, ``RESERVE_BYTES`` written at
+    open, as databases keep a reserve) so that deletes, acknowledgements and
+    checkpoints still have room, and refuses what would grow the database
+    (appends, dead letters, saved routes) with :class:`StoreFull` — an
+    Overloaded, which the runtime answers by not acknowledging — without
+    touching the disk, until the file system has room for the reserve and
+    more again. Then it writes the reserve back and accepts writes again.
+    """
 
     def __init__(self, path: Path, *, sync: str = "normal") -> None:
         self.path = path
@@ -114,9 +129,60 @@ class Store:
         self._db: sqlite3.Connection | None = None  # the store thread's, once open
         self._checkpoints: threading.Thread | None = None
         self._stop_checkpoints = threading.Event()
+        self.reserve = path.with_name(path.name + ".reserve")
+        self.full = False
+        self.full_since = 0.0
+
+    # -- a full disk ---------------------------------------------------------------------
+
+    def _make_reserve(self) -> None:
+        try:
+            if self.reserve.exists() and self.reserve.stat().st_size >= RESERVE_BYTES:
+                return
+            with open(self.reserve, "wb") as f:
+                f.write(b"\0" * RESERVE_BYTES)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                self.reserve.unlink()
+            log.debug("no reserve file %s: %s", self.reserve, exc)
+
+    def _became_full(self) -> None:
+        if self.full:
+            return
+        self.full = True
+        self.full_since = time.monotonic()
+        with contextlib.suppress(OSError):
+            self.reserve.unlink()
+        log.warning(
+            "store %s: the disk is full; not accepting new events until there is room "
+            "(deletes and acknowledgements go on)",
+            self.path,
+        )
+
+    def check_room(self) -> None:
+        """Raise StoreFull while the disk is full; leave that state once it has room."""
+        if not self.full:
+            return
+        try:
+            st = os.statvfs(self.path.parent)
+            room = st.f_bavail * st.f_frsize
+        except OSError:
+            room = 0
+        if room < 3 * RESERVE_BYTES:
+            raise StoreFull(str(self.path))
+        self._make_reserve()
+        self.full = False
+        log.warning(
+            "store %s: room on the disk again after %.0f s; accepting events",
+            self.path,
+            time.monotonic() - self.full_since,
+        )
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self._make_reserve)
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[None] = loop.create_future()
         self._thread = threading.Thread(
@@ -238,7 +304,16 @@ class Store:
                 try:
                     results.extend(self._commit(db, [fn]))
                 except Exception as exc:
-                    results.append((None, self._mapped(exc)))
+                    error = self._mapped(exc)
+                    if isinstance(error, StoreFull) and not _grows(fn):
+                        # The disk is full and the reserve was given up for this:
+                        # a delete or an ack has room once more.
+                        try:
+                            results.extend(self._commit(db, [fn]))
+                            continue
+                        except Exception as again:
+                            error = self._mapped(again)
+                    results.append((None, error))
             return results
 
     def _mapped(self, exc: Exception) -> BaseException:
@@ -247,6 +322,7 @@ class Store:
             return exc
         code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
         if code == sqlite3.SQLITE_FULL or "database or disk is full" in str(exc):
+            self._became_full()
             return StoreFull(str(self.path))
         return StoreError(f"{self.path}: {exc}")
 
@@ -330,8 +406,11 @@ class Store:
         A unit with a dedup key is skipped entirely when (source, id) was seen
         before; otherwise the key is remembered in the same transaction, so a
         crash can never separate "delivered locally" from "remembered".
+        Raises StoreFull while the disk is full.
         """
+        self.check_room()
 
+        @_growing
         def op(db: sqlite3.Connection) -> list[list[int] | None]:
             now = time.time()
             seen = _seen_keys(db, [key for key, _items in units if key is not None])
@@ -456,6 +535,9 @@ class Store:
     # -- dead letters ------------------------------------------------------------------
 
     async def dead_letter(self, entries: Sequence[DeadLetter]) -> list[int]:
+        self.check_room()
+
+        @_growing
         def op(db: sqlite3.Connection) -> list[int]:
             ids = []
             for e in entries:
@@ -532,7 +614,9 @@ class Store:
 
     async def redrive(self, entry_id: int, box: int) -> int | None:
         """Move a dead-lettered event back into an outbox; return its new seq."""
+        self.check_room()
 
+        @_growing
         def op(db: sqlite3.Connection) -> int | None:
             row = db.execute("SELECT record FROM dlq WHERE id=?", (entry_id,)).fetchone()
             if row is None:
@@ -558,6 +642,9 @@ class Store:
         return await self.call(op)
 
     async def put(self, key: str, value: bytes) -> None:
+        self.check_room()
+
+        @_growing
         def op(db: sqlite3.Connection) -> None:
             db.execute("INSERT OR REPLACE INTO kv(key, value) VALUES (?, ?)", (key, value))
 
@@ -642,3 +729,13 @@ def _resolve_all(batch: list[_Op], results: list[tuple[Any, BaseException | None
 
 def _resolve(op: _Op, value: Any, error: BaseException | None) -> None:
     _resolve_all([op], [(value, error)])
+
+
+def _growing(fn: _F) -> _F:
+    """Mark a store operation that grows the database (refused while the disk is full)."""
+    setattr(fn, "_grows", True)  # noqa: B010
+    return fn
+
+
+def _grows(fn: Callable[..., Any]) -> bool:
+    return getattr(fn, "_grows", False) is True
