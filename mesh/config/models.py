@@ -177,6 +177,22 @@ class Storage(_Model):
     )
 
 
+class DeadLetters(_Model):
+    """Bounds of the dead-letter queue; the oldest entries beyond them are evicted, counted."""
+
+    max_bytes: int = Field(
+        256 << 20,
+        ge=0,
+        description="Bytes of dead letters kept (records and their descriptions); "
+        "the oldest beyond it are evicted (0: unbounded)",
+    )
+    max_age: float = Field(
+        30 * 86400,
+        ge=0,
+        description="Seconds a dead letter is kept; older ones are evicted (0: forever)",
+    )
+
+
 # A plain model, not a pydantic-settings one: mesh.config.loader merges the
 # MESH_ environment overrides into the file's data before validation, so they
 # pass the same checks as the file. (The docstring is the schema's description.)
@@ -196,3 +212,6 @@ class MeshConfig(_Model):
         default_factory=OutboxSettings, description="Default bounds of every outbox"
     )
     storage: Storage = Field(default_factory=Storage)
+    dlq: DeadLetters = Field(
+        default_factory=DeadLetters, description="Bounds of the dead-letter queue"
+    )

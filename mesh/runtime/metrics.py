@@ -23,6 +23,8 @@ HELP = {
     "mesh_egress_events_total": "Events confirmed by a local broker, by egress rule",
     "mesh_egress_failures_total": "Failed publish attempts, by egress rule",
     "mesh_dead_letters_total": "Events sent to the dead-letter queue, by reason",
+    "mesh_dead_letters_evicted_total": "Dead letters evicted by the queue's bounds "
+    "(dlq.max_age, dlq.max_bytes), by reason",
     "mesh_outbox_depth": "Events waiting in an outbox",
     "mesh_outbox_bytes": "Bytes waiting in an outbox",
     "mesh_link_up": "1 when the peer link is established",

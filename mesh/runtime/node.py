@@ -57,7 +57,7 @@ from mesh.runtime.link import LinkSession, accept_link, dial_once
 from mesh.runtime.metrics import Labels, Metrics
 from mesh.runtime.outbox import Outboxes, OutboxPolicy
 from mesh.runtime.router import Router
-from mesh.runtime.store import Store
+from mesh.runtime.store import open_store
 
 __all__ = ["Node"]
 
@@ -91,7 +91,8 @@ class Node:
         self.metrics = Metrics()
         self.faults = Faults(self.metrics)
         self.table = RoutingTable(self.node_id)
-        self.store = Store(config.node.data_dir / "mesh.db", sync=config.storage.sync)
+        self.maintenance_every = 5.0  # seconds between maintenance rounds
+        self.store = open_store(config.node.data_dir, sync=config.storage.sync)
         self.outboxes = Outboxes(self.store, _policy(config.outbox))
         self.router = Router(self.node_id, self.table, self.outboxes, self.metrics)
         self.specs: Mapping[str, BridgeSpec] = specs if specs is not None else load_specs()
@@ -413,11 +414,11 @@ class Node:
             await self.persist_routes()
             self.faults.clear("routes")
 
-    async def _maintain(self, every: float = 5.0) -> None:
-        """Expire old outbox records and prune the dedup window."""
+    async def _maintain(self) -> None:
+        """Expire old outbox records, prune the dedup window, bound the dead letters."""
         limits = self.config.limits
         while True:
-            await asyncio.sleep(every)
+            await asyncio.sleep(self.maintenance_every)
             for box in self.outboxes.all():
                 expired = await box.expire()
                 if expired:
@@ -428,7 +429,19 @@ class Node:
                         expired,
                     )
             await self.store.prune_dedup(limits.dedup_window, limits.dedup_max_age)
+            await self._bound_dead_letters()
             self.faults.clear("maintenance")
+
+    async def _bound_dead_letters(self) -> None:
+        bounds = self.config.dlq
+        by_age, by_size = await self.store.prune_dead_letters(bounds.max_bytes, bounds.max_age)
+        for reason, n, bound in (
+            ("max_age", by_age, f"older than {bounds.max_age:g} s"),
+            ("max_bytes", by_size, f"beyond {bounds.max_bytes} bytes"),
+        ):
+            if n:
+                self.metrics.inc("mesh_dead_letters_evicted_total", n, reason=reason)
+                log.warning("dead-letter queue: evicted %d entries %s (dlq.%s)", n, bound, reason)
 
     async def redrive(self, ids: list[int] | None) -> tuple[list[int], list[dict[str, Any]]]:
         """Put dead-lettered events back into the outbox they failed in.

@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from mesh.core.envelope import decode_record
 from mesh.runtime.node import Node
 from tests.helpers import node_config, unique, wait_for
 
@@ -184,3 +185,44 @@ async def test_pause_holds_the_queue_in_order_until_resumed(tmp_path: Path, sink
             what="delivery in order after resume",
         )
         assert await node.store.dlq_count() == 0
+
+
+async def test_the_dead_letter_queue_keeps_its_bound_and_counts_what_it_evicts(
+    tmp_path: Path, sink: Sink
+) -> None:
+    tag = unique()
+    subjects = [f"p{i}" for i in range(8)]
+    sink.refuse = dict.fromkeys(subjects, 400)
+    cfg = node_with(tmp_path, sink, tag, {"then": "dead-letter"}).config
+    # A dead letter here is 2,000 bytes of data and a few hundred of the rest:
+    # three fit in 7,000 bytes, four do not.
+    cfg = cfg.model_copy(update={"dlq": cfg.dlq.model_copy(update={"max_bytes": 7_000})})
+    node = Node(cfg)
+    node.maintenance_every = 0.1
+    async with node.serve(), aiohttp.ClientSession() as http:
+        await node.ready()
+        for subject in subjects:
+            headers = {
+                "ce-specversion": "1.0",
+                "ce-id": f"{tag}-{subject}",
+                "ce-source": "/t",
+                "ce-type": "t",
+                "ce-subject": subject,
+                "content-type": "application/octet-stream",
+            }
+            url = f"http://127.0.0.1:{node.port}/events/{tag}/x"
+            async with http.post(url, data=b"x" * 2000, headers=headers) as r:
+                assert r.status == 202
+            await wait_for(lambda s=subject: sink.attempts.get(s), what=f"{subject} tried")
+        await wait_for(
+            lambda: node.metrics.get("mesh_dead_letters_evicted_total", reason="max_bytes") == 5,
+            what="five evictions",
+        )
+        kept = [
+            decode_record(e.record).event.attrs["subject"] for e in await node.store.dead_letters()
+        ]
+        assert kept == subjects[-3:], "the oldest go first"
+        await asyncio.sleep(0.3)
+        assert node.metrics.get("mesh_dead_letters_evicted_total", reason="max_bytes") == 5
+        async with http.get(f"http://127.0.0.1:{node.port}/metrics") as r:
+            assert 'mesh_dead_letters_evicted_total{reason="max_bytes"} 5' in await r.text()

@@ -260,6 +260,7 @@ def test_the_schema_keeps_its_shape() -> None:
         "limits",
         "outbox",
         "storage",
+        "dlq",
     ]
 
 

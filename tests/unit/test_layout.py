@@ -70,3 +70,21 @@ def test_the_scan_sees_imports_in_functions_and_relative_ones() -> None:
     names = imported_modules(text, ("mesh", "core"))
     assert {"asyncio.events", "mesh.runtime", "mesh.runtime.store"} <= names
     assert top_levels(names) & set(IMPURE) == {"asyncio"}
+
+
+STORE = MESH / "runtime" / "store"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in modules(MESH) if STORE not in p.parents],
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
+def test_the_runtime_reaches_the_store_only_through_its_protocol(path: Path) -> None:
+    """Only ``mesh/runtime/store`` knows a backend: a second one changes nothing else."""
+    names = imports_of(path)
+    backends = {n for n in names if n.startswith("mesh.runtime.store.")} - {
+        f"mesh.runtime.store.{n}" for n in ("DeadLetter", "DedupKey", "Store", "open_store")
+    }
+    assert not backends, f"{path.relative_to(ROOT)} imports {', '.join(sorted(backends))}"
+    assert "sqlite3" not in top_levels(names), f"{path.relative_to(ROOT)} imports sqlite3"

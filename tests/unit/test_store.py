@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from mesh.core.errors import StoreError, StoreFull
-from mesh.runtime.store import INLINE_MAX, Store
+from mesh.runtime.store import DeadLetter
+from mesh.runtime.store.sqlite import INLINE_MAX
+from mesh.runtime.store.sqlite import SqliteStore as Store
 
 
 @pytest.fixture
@@ -148,3 +150,21 @@ async def test_a_full_disk_is_store_full_not_a_store_error(store: Store) -> None
         await store.call(full)
     await store.put("after", b"ok")
     assert await store.get("after") == b"ok"
+
+
+async def test_dead_letters_beyond_their_bounds_are_evicted_oldest_first(store: Store) -> None:
+    now = time.time()
+    old = [DeadLetter("r", "egress:x", "event", b"o" * 100, ts=now - 3600) for _ in range(3)]
+    new = [DeadLetter("r", "egress:x", "event", b"n" * 1000, ts=now - i) for i in range(10, 0, -1)]
+    await store.dead_letter(old + new)
+    assert await store.prune_dead_letters(0, 0) == (0, 0)  # no bounds, nothing goes
+
+    assert await store.prune_dead_letters(0, 600) == (3, 0)
+    kept = await store.dead_letters()
+    assert [e.record[:1] for e in kept] == [b"n"] * 10
+
+    # Each entry is 1,000 bytes of record plus a small description: 5,500 keeps 5.
+    assert await store.prune_dead_letters(5_500, 600) == (0, 5)
+    left = await store.dead_letters()
+    assert [e.id for e in left] == [e.id for e in kept][5:], "the oldest go first"
+    assert await store.prune_dead_letters(5_500, 600) == (0, 0)

@@ -1,4 +1,4 @@
-"""The node's durable store: one SQLite database in WAL mode, off the event loop.
+"""The embedded store: one SQLite database in WAL mode, off the event loop.
 
 Every call is queued to one dedicated thread that owns the connection. The
 thread takes *all* queued operations at once and runs them in a single
@@ -37,15 +37,15 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
 
 from mesh.core.errors import StoreError, StoreFull
+from mesh.runtime.store.base import DeadLetter, DedupKey, EventRecords
 
-__all__ = ["DeadLetter", "DedupKey", "Store"]
+__all__ = ["INLINE_MAX", "RESERVE_BYTES", "SqliteStore"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -66,40 +66,20 @@ CREATE TABLE IF NOT EXISTS dlq (
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 """
 
-DedupKey = tuple[str, str]
-
-
-@dataclass(slots=True)
-class DeadLetter:
-    """A dead-letter entry: what failed, why, where and when.
-
-    ``kind`` is ``event`` for an envelope record (redrivable into ``place``,
-    an outbox) or ``message`` for input that never became an event (an
-    invalid message at ingress; ``meta`` describes it, ``record`` is its
-    payload).
-    """
-
-    reason: str
-    place: str
-    kind: str
-    record: bytes
-    meta: dict[str, Any] = field(default_factory=dict)
-    ts: float = 0.0
-    id: int = 0
-
-
 INLINE_MAX = 16  # events (or ack ranges) small enough to commit on the event loop
 INSERT_CHUNK = 32  # rows per INSERT statement (see _insert_rows)
 DEDUP_CHUNK = 64  # keys per dedup lookup (see _seen_keys)
 _DLQ_INSERT = "INSERT INTO dlq(ts, reason, place, kind, meta, record) VALUES (?,?,?,?,?,?)"
+_DLQ_ENTRY_SIZE = "length(record) + length(meta) + length(reason) + length(place)"
+_DLQ_SIZE = f"SELECT coalesce(sum({_DLQ_ENTRY_SIZE}), 0) FROM dlq"
 _Op = tuple[Callable[[sqlite3.Connection], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
 
 
 RESERVE_BYTES = 4 << 20  # kept free for deletes and acks while the disk is full
 
 
-class Store:
-    """SQLite store with group commits on a dedicated thread.
+class SqliteStore:
+    """The SQLite store, with group commits on a dedicated thread.
 
     A full disk. When a commit fails with SQLITE_FULL the store is *full*: it
     deletes its reserve file (``<db>.reserve``, ``RESERVE_BYTES`` written at
@@ -398,9 +378,7 @@ class Store:
 
         return await self.call(op)
 
-    async def append(
-        self, units: Sequence[tuple[DedupKey | None, Sequence[tuple[int, bytes]]]]
-    ) -> list[list[int] | None]:
+    async def append(self, units: Sequence[EventRecords]) -> list[list[int] | None]:
         """Store records durably, one unit per event; return the seqs, None for a duplicate.
 
         A unit with a dedup key is skipped entirely when (source, id) was seen
@@ -578,6 +556,38 @@ class Store:
                 DeadLetter(reason, place, kind, bytes(rec), orjson.loads(meta), ts, i)
                 for i, ts, reason, place, kind, meta, rec in rows
             ]
+
+        return await self.call(op)
+
+    async def prune_dead_letters(self, max_bytes: int, max_age: float) -> tuple[int, int]:
+        """Evict the oldest dead letters beyond the bounds; return (by age, by size).
+
+        ``max_age`` in seconds and ``max_bytes`` (records and their
+        descriptions) are each ignored when 0. The size is summed on every
+        call: a few milliseconds for 100,000 entries, once per maintenance round.
+        """
+
+        def op(db: sqlite3.Connection) -> tuple[int, int]:
+            by_age = by_size = 0
+            if max_age > 0:
+                by_age = db.execute(
+                    "DELETE FROM dlq WHERE ts < ?", (time.time() - max_age,)
+                ).rowcount
+            if max_bytes > 0:
+                total = db.execute(_DLQ_SIZE).fetchone()[0]
+                if total > max_bytes:
+                    excess = total - max_bytes
+                    freed = 0
+                    cutoff = 0
+                    for entry_id, size in db.execute(
+                        f"SELECT id, {_DLQ_ENTRY_SIZE} FROM dlq ORDER BY id"
+                    ):
+                        freed += size
+                        cutoff = entry_id
+                        if freed >= excess:
+                            break
+                    by_size = db.execute("DELETE FROM dlq WHERE id <= ?", (cutoff,)).rowcount
+            return by_age, by_size
 
         return await self.call(op)
 
