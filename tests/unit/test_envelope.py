@@ -24,9 +24,14 @@ def record(header: Any, data: bytes = b"{}") -> bytes:
 def test_a_record_round_trips() -> None:
     env = Envelope(Event(dict(ATTRS), b"{}"), "a/b", "node-a", 2, frozenset({"node-b"}))
     back = decode_record(encode_record(env))
-    assert (back.topic, back.origin, back.hops, back.dests) == ("a/b", "node-a", 2, {"node-b"})
+    assert (back.topic, back.origin, back.hops, back.dests) == (
+        "a/b",
+        "node-a",
+        2,
+        frozenset({"node-b"}),
+    )
     assert back.event == env.event
-    assert decode_record(record(GOOD)).dests == {"node-b"}
+    assert decode_record(record(GOOD)).dests == frozenset({"node-b"})
 
 
 @pytest.mark.parametrize(
