@@ -15,6 +15,7 @@ import orjson
 
 from mesh.core.errors import LinkProtocolError
 from mesh.core.event import Event
+from mesh.core.frames import NODE_ID
 
 __all__ = ["Envelope", "decode_batch_frame", "decode_record", "encode_batch_frame", "encode_record"]
 
@@ -56,15 +57,48 @@ def encode_record(env: Envelope) -> bytes:
 
 
 def decode_record(buf: bytes | memoryview) -> Envelope:
+    """The envelope in a record; LinkProtocolError if it is malformed.
+
+    A record may come from a peer, so each header field's type is checked:
+    a wrong one (a string of flags, a number for dests) must be refused here,
+    not fail deep in the router or an egress worker. The attribute *values*
+    are the caller's to validate (the link does, before it stores an event).
+    """
     mv = memoryview(buf)
     try:
         (n,) = _U32.unpack_from(mv, 0)
+        if 4 + n > len(mv):
+            raise ValueError(f"header of {n} bytes runs past the end of the record")
         topic, origin, hops, dests, attrs, flags = orjson.loads(mv[4 : 4 + n])
     except (struct.error, orjson.JSONDecodeError, ValueError, TypeError) as exc:
         raise LinkProtocolError("?", f"malformed event record: {exc}") from exc
+    bad = _bad_header(topic, origin, hops, dests, attrs, flags)
+    if bad is not None:
+        raise LinkProtocolError("?", f"malformed event record: {bad}")
     data = bytes(mv[4 + n :]) if flags & _HAS_DATA else None
     event = Event(attrs, data, json_implied=bool(flags & _JSON_IMPLIED))
     return Envelope(event, topic, origin, hops, frozenset(dests) if dests is not None else None)
+
+
+def _bad_header(
+    topic: object, origin: object, hops: object, dests: object, attrs: object, flags: object
+) -> str | None:
+    """What is wrong with a record header's fields, or None."""
+    if type(topic) is not str or not topic:
+        return "topic must be a non-empty string"
+    if type(origin) is not str or not NODE_ID.fullmatch(origin):
+        return "origin must be a node id"
+    if type(hops) is not int or hops < 0:
+        return "hops must be a non-negative integer"
+    if dests is not None and (
+        type(dests) is not list or not all(type(d) is str and NODE_ID.fullmatch(d) for d in dests)
+    ):
+        return "dests must be null or a list of node ids"
+    if type(attrs) is not dict:
+        return "attributes must be an object"
+    if type(flags) is not int or not 0 <= flags <= _HAS_DATA | _JSON_IMPLIED:
+        return "unknown flags"
+    return None
 
 
 def encode_batch_frame(seq: int, records: list[bytes]) -> bytes:

@@ -40,7 +40,14 @@ from aiohttp import web
 from mesh.config import AcceptPeer, Limits, Peer
 from mesh.core import frames
 from mesh.core.envelope import decode_batch_frame, decode_record, encode_batch_frame
-from mesh.core.errors import LinkError, LinkProtocolError, LinkRefused, Overloaded
+from mesh.core.errors import (
+    InvalidEvent,
+    LinkError,
+    LinkProtocolError,
+    LinkRefused,
+    Overloaded,
+)
+from mesh.core.event import validate_attributes
 from mesh.core.routing import Interest, RoutingTable
 from mesh.runtime.lifecycle import Faults, cancel_and_wait, supervise
 from mesh.runtime.metrics import Metrics
@@ -268,8 +275,11 @@ class LinkSession:
             count += len(records)
             for rec in records:
                 try:
-                    envs.append(decode_record(rec))
-                except LinkProtocolError as exc:
+                    env = decode_record(rec)
+                    # Stored only if it is a valid event, as if a client had sent it.
+                    validate_attributes(env.event.attrs)
+                    envs.append(env)
+                except (LinkProtocolError, InvalidEvent) as exc:
                     dead.append(
                         DeadLetter(
                             exc.reason,
