@@ -180,6 +180,14 @@ class EgressWorker:
                 if not await self._give_up(seq, None, getattr(exc, "reason", str(exc))):
                     return None
                 continue
+            except Exception as exc:
+                # A record no check foresaw (one stored by an older version, say)
+                # would fail the same way after every restart and hold the whole
+                # outbox behind it: it is this event's fault, not the worker's.
+                log.exception("%s: cannot encode the event at #%d", rule.name, seq)
+                if not await self._give_up(seq, None, f"cannot encode: {exc!r}"):
+                    return None
+                continue
             seqs.append(seq)
             msgs.append(msg)
             ids.append(env.event.id)

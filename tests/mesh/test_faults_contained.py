@@ -30,6 +30,8 @@ from nats.aio.msg import Msg
 
 from mesh.config import MeshConfig, parse_config
 from mesh.core import frames
+from mesh.core.envelope import Envelope, encode_record
+from mesh.core.event import Event
 from mesh.runtime.node import Node
 from mesh.testing import NatsServer
 from tests.helpers import node_config, unique, wait_for
@@ -248,3 +250,27 @@ async def test_a_peer_answering_the_hello_with_a_list_is_contained(
     finally:
         await nc.close()
         await runner.cleanup()
+
+
+async def test_a_stored_event_the_encoder_chokes_on_is_dead_lettered_not_a_crash_loop(
+    site: Site,
+) -> None:
+    """A record no check foresaw (here an attribute of the wrong type, as an
+    older version could have stored it) fails its own event, not the worker."""
+    node = site.node
+    [box] = node.router.egress_boxes.values()
+    attrs: Any = {"specversion": "1.0", "id": "odd", "source": "/f", "type": {"a": 1}}
+    record = encode_record(Envelope(Event(attrs, None), f"{site.tag}/x", "solo", 0))
+    await node.outboxes.put([(None, [(box, record, None)])])
+    await site.still_delivers("after-odd")
+    await wait_for(
+        lambda: node.metrics.get("mesh_dead_letters_total", reason="egress failed") == 1,
+        10,
+        "the odd event dead-lettered",
+    )
+    [entry] = await node.store.dead_letters()
+    assert "cannot encode" in entry.reason and entry.place == box.name
+    restarts = {
+        k: v for k, v in node.metrics.counters.items() if k[0] == "mesh_task_restarts_total"
+    }
+    assert not restarts, restarts
