@@ -9,7 +9,13 @@ import time
 from collections.abc import Awaitable, Callable
 
 from mesh.core.egress import EgressRule
-from mesh.core.errors import EventError, LinkProtocolError, Overloaded, TemplateError
+from mesh.core.errors import (
+    EventError,
+    LinkProtocolError,
+    Overloaded,
+    StoreError,
+    TemplateError,
+)
 from mesh.core.message import Message
 from mesh.plugins import Bridge
 from mesh.runtime.backoff import Backoff
@@ -20,6 +26,7 @@ from mesh.runtime.outbox import Outbox
 __all__ = ["EgressWorker"]
 
 log = logging.getLogger(__name__)
+ACK_RETRIES = 3  # a failed acknowledgement is tried again this often before the worker restarts
 
 
 class EgressWorker:
@@ -67,6 +74,10 @@ class EgressWorker:
         self.outbox.rewind()
         try:
             while True:
+                if self._acking is not None and not self.outbox.waiting:
+                    # Idle: settle the last acknowledgement now, so one that failed
+                    # for good restarts the worker at once, not at the next event.
+                    await self._settle()
                 records = await self.outbox.read(self.batch)
                 bridge = await self.bridge()
                 async with self.drain.work():
@@ -111,12 +122,22 @@ class EgressWorker:
         rewind and publish them again. Deletes run on the store's reserve, so
         this normally succeeds at once.
         """
+        failures = 0
         while True:
             try:
                 await self.outbox.ack(seqs)
                 return
             except Overloaded as exc:
                 await asyncio.sleep(exc.retry_after)
+            except StoreError as exc:
+                # Retried a few times for the same reason; past that the worker
+                # restarts and publishes the batch again (at least once).
+                failures += 1
+                if failures > ACK_RETRIES:
+                    raise
+                if failures == 1:
+                    log.warning("%s: acknowledging failed, retrying: %s", self.rule.name, exc)
+                await asyncio.sleep(0.1 * 2**failures)
 
     async def _give_up(self, seq: int, event_id: str | None, reason: str) -> bool:
         """Apply ``on_error.then`` to one event; False if the worker must pause."""

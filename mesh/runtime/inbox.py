@@ -105,6 +105,12 @@ class Inbox:
 
     # -- the node's side ------------------------------------------------------------------
 
+    def take_all(self) -> list[Delivery]:
+        """Everything queued, at once (to refuse it when the connection's session ends)."""
+        out = list(self._items)
+        self._items.clear()
+        return out
+
     async def take(self, limit: int) -> list[Delivery]:
         """Wait for at least one delivery and return up to ``limit`` of them.
 

@@ -30,7 +30,7 @@ import functools
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -46,7 +46,7 @@ from mesh.core.frames import LINK_VERSIONS, InterestRefused, parse_interest
 from mesh.core.ingress import IngressRule
 from mesh.core.message import Subscribe
 from mesh.core.routing import Interest, RoutingTable
-from mesh.plugins import Bridge, BridgeContext, BridgeSpec, load_specs
+from mesh.plugins import Bridge, BridgeContext, BridgeSpec, Delivery, load_specs
 from mesh.runtime.admin import NodeAdmin
 from mesh.runtime.backoff import Backoff
 from mesh.runtime.egress import EgressWorker
@@ -551,6 +551,10 @@ class Node:
             self._ready[name].clear()
             if self._bridges.get(name) is bridge:
                 del self._bridges[name]
+            # What this session received but did not take is refused now: an
+            # HTTP client gets 503 at once instead of waiting for an answer
+            # that would never come; a broker redelivers after the reconnect.
+            await _refuse(inbox.take_all(), f"broker {name}: the connection is restarting")
             await self._close_bridge(bridge)
             await scope.aclose()
 
@@ -568,7 +572,15 @@ class Node:
                     await d.nack(Overloaded("the node is stopping"))
                 return
             async with self._drain.work():
-                await self.ingress.accept(name, batch, self.router.wait, self._stopping)
+                try:
+                    await self.ingress.accept(name, batch, self.router.wait, self._stopping)
+                except Exception:
+                    # Not Overloaded (accept waits those out): a store error, say.
+                    # Nothing of the batch was acknowledged; refuse it, and let the
+                    # supervisor report the error once and reconnect, after which the
+                    # broker redelivers.
+                    await _refuse(batch, f"broker {name}: the node could not take the batch")
+                    raise
 
     # -- introspection ---------------------------------------------------------------
 
@@ -643,3 +655,12 @@ def _bound_port(runner: web.AppRunner, configured: int) -> int:
         if isinstance(addr, tuple) and len(addr) >= 2:
             return int(addr[1])
     return configured
+
+
+async def _refuse(deliveries: Sequence[Delivery], reason: str) -> None:
+    """Refuse deliveries the node will not take (a refusal never raises)."""
+    for d in deliveries:
+        try:
+            await d.nack(Overloaded(reason))
+        except Exception as exc:  # the connection behind it may be gone already
+            log.debug("refusing a delivery failed: %s", exc)

@@ -190,6 +190,11 @@ class Outbox:
                 continue
             await self._changed.wait()
 
+    @property
+    def waiting(self) -> bool:
+        """Whether records are waiting after the cursor (a read would not block)."""
+        return self._cursor < self._last
+
     def envelope(self, seq: int, record: bytes) -> Envelope:
         """The decoded envelope of a record just read (no decoding if the producer's
         copy is still cached); raises LinkProtocolError for a malformed record."""
