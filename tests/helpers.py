@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import nats
 import paho.mqtt.client as mqtt
+from nats.aio.msg import Msg
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -63,6 +66,30 @@ def node_config(tmp_path: Path, node_id: str, **sections: Any) -> MeshConfig:
     }
     data.update(sections)
     return parse_config(data, f"<{node_id}>", env={}, overrides={})
+
+
+def last_token(msg: Msg) -> str:
+    """The last token of a message's subject (tests put the event id there)."""
+    return msg.subject.rsplit(".", 1)[1]
+
+
+@contextlib.asynccontextmanager
+async def nats_collect(
+    url: str, subject: str, key: Callable[[Msg], str] = last_token
+) -> AsyncIterator[list[str]]:
+    """Subscribe a plain nats-py client to ``subject``; yield what arrives, keyed by ``key``."""
+    received: list[str] = []
+
+    async def on_msg(msg: Msg) -> None:
+        received.append(key(msg))
+
+    nc = await nats.connect(url)
+    try:
+        await nc.subscribe(subject, cb=on_msg)
+        await nc.flush()
+        yield received
+    finally:
+        await nc.close()
 
 
 def unique(prefix: str = "t") -> str:

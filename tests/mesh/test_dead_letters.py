@@ -74,7 +74,7 @@ def node_with(tmp_path: Path, sink: Sink, tag: str, on_error: dict[str, Any]) ->
     return Node(cfg)
 
 
-async def send(node: Node, tag: str, subjects: list[str]) -> None:
+async def send(node: Node, tag: str, subjects: list[str], data: bytes = b"hi") -> None:
     async with aiohttp.ClientSession() as http:
         for subject in subjects:
             headers = {
@@ -86,7 +86,7 @@ async def send(node: Node, tag: str, subjects: list[str]) -> None:
                 "content-type": "text/plain",
             }
             r = await http.post(
-                f"http://127.0.0.1:{node.port}/events/{tag}/x", data=b"hi", headers=headers
+                f"http://127.0.0.1:{node.port}/events/{tag}/x", data=data, headers=headers
             )
             assert r.status == 202
 
@@ -202,17 +202,7 @@ async def test_the_dead_letter_queue_keeps_its_bound_and_counts_what_it_evicts(
     async with node.serve(), aiohttp.ClientSession() as http:
         await node.ready()
         for subject in subjects:
-            headers = {
-                "ce-specversion": "1.0",
-                "ce-id": f"{tag}-{subject}",
-                "ce-source": "/t",
-                "ce-type": "t",
-                "ce-subject": subject,
-                "content-type": "application/octet-stream",
-            }
-            url = f"http://127.0.0.1:{node.port}/events/{tag}/x"
-            async with http.post(url, data=b"x" * 2000, headers=headers) as r:
-                assert r.status == 202
+            await send(node, tag, [subject], b"x" * 2000)
             await wait_for(lambda s=subject: sink.attempts.get(s), what=f"{subject} tried")
         await wait_for(
             lambda: node.metrics.get("mesh_dead_letters_evicted_total", reason="max_bytes") == 5,

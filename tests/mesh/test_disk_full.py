@@ -21,13 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import nats
 import pytest
-from nats.aio.msg import Msg
 
 from mesh.runtime.node import Node
 from mesh.testing import NatsServer
-from tests.helpers import node_config, unique, wait_for
+from tests.helpers import nats_collect, node_config, unique, wait_for
 from tests.mesh.meshnet import MeshNet, settle
 
 
@@ -119,67 +117,59 @@ async def test_a_full_disk_at_the_sending_node_is_backpressure(
     """HTTP ingress at a full node answers 503 with Retry-After; once there is
     room the same events are accepted and arrive at the other node once."""
     tag = unique("full")
-    received: list[str] = []
+    async with nats_collect(nats_server.url, f"out.{tag}.>") as received:
+        b_cfg = node_config(
+            tmp_path,
+            "b",
+            brokers={"bus": {"kind": "nats", "url": nats_server.url}},
+            accept=[{"id": "a", "token": "t"}],
+            egress=[{"to": "bus", "topic": f"{tag}/#", "target": f"out.{tag}.{{id}}"}],
+        )
+        with tmpfs(tmp_path / "a", 32):
+            async with Node(b_cfg).serve() as b:
+                await b.ready()
+                a_cfg = node_config(
+                    tmp_path,
+                    "a",
+                    brokers={"web": {"kind": "http"}},
+                    ingress=[{"from": "web", "topic": f"{tag}/#"}],
+                    peers=[{"id": "b", "url": f"ws://127.0.0.1:{b.port}/mesh", "token": "t"}],
+                )
+                async with Node(a_cfg).serve() as a, aiohttp.ClientSession() as http:
+                    await a.ready()
+                    await wait_for(lambda: a.table.routes(), 10, "b's interest at a")
+                    url = f"http://127.0.0.1:{a.port}/events/{tag}/x"
 
-    async def on_msg(msg: Msg) -> None:
-        received.append(msg.subject.rsplit(".", 1)[1])
+                    async def post(i: int) -> aiohttp.ClientResponse:
+                        headers = {
+                            "ce-specversion": "1.0",
+                            "ce-id": f"e{i}",
+                            "ce-source": "/full",
+                            "ce-type": "t",
+                            "content-type": "application/json",
+                        }
+                        async with http.post(url, data=b"{}", headers=headers) as r:
+                            return r
 
-    nc = await nats.connect(nats_server.url)
-    await nc.subscribe(f"out.{tag}.>", cb=on_msg)
-    await nc.flush()
-    b_cfg = node_config(
-        tmp_path,
-        "b",
-        brokers={"bus": {"kind": "nats", "url": nats_server.url}},
-        accept=[{"id": "a", "token": "t"}],
-        egress=[{"to": "bus", "topic": f"{tag}/#", "target": f"out.{tag}.{{id}}"}],
-    )
-    with tmpfs(tmp_path / "a", 32):
-        async with Node(b_cfg).serve() as b:
-            await b.ready()
-            a_cfg = node_config(
-                tmp_path,
-                "a",
-                brokers={"web": {"kind": "http"}},
-                ingress=[{"from": "web", "topic": f"{tag}/#"}],
-                peers=[{"id": "b", "url": f"ws://127.0.0.1:{b.port}/mesh", "token": "t"}],
-            )
-            async with Node(a_cfg).serve() as a, aiohttp.ClientSession() as http:
-                await a.ready()
-                await wait_for(lambda: a.table.routes(), 10, "b's interest at a")
-                url = f"http://127.0.0.1:{a.port}/events/{tag}/x"
-
-                async def post(i: int) -> aiohttp.ClientResponse:
-                    headers = {
-                        "ce-specversion": "1.0",
-                        "ce-id": f"e{i}",
-                        "ce-source": "/full",
-                        "ce-type": "t",
-                        "content-type": "application/json",
-                    }
-                    async with http.post(url, data=b"{}", headers=headers) as r:
-                        return r
-
-                assert (await post(0)).status == 202
-                ballast = fill(tmp_path / "a")
-                refused = []
-                for i in range(1, 41):
-                    r = await post(i)
-                    if r.status == 503:
-                        assert r.headers.get("Retry-After"), r.headers
-                        refused.append(i)
-                    else:
-                        assert r.status == 202, r.status
-                assert refused, "nothing was refused on a full disk"
-                assert a.metrics.gauges["mesh_store_full"]()[()] == 1
-                ballast.unlink()
-                for i in refused:  # what a client does after a 503
-                    await wait_for_status(post, i)
-                await wait_for(lambda: len(received) >= 41, 30, "every event at b's NATS")
-                await asyncio.sleep(0.3)
-                assert sorted(received) == sorted(f"e{i}" for i in range(41))
-                assert a.metrics.gauges["mesh_store_full"]()[()] == 0
-    await nc.close()
+                    assert (await post(0)).status == 202
+                    ballast = fill(tmp_path / "a")
+                    refused = []
+                    for i in range(1, 41):
+                        r = await post(i)
+                        if r.status == 503:
+                            assert r.headers.get("Retry-After"), r.headers
+                            refused.append(i)
+                        else:
+                            assert r.status == 202, r.status
+                    assert refused, "nothing was refused on a full disk"
+                    assert a.metrics.gauges["mesh_store_full"]()[()] == 1
+                    ballast.unlink()
+                    for i in refused:  # what a client does after a 503
+                        await wait_for_status(post, i)
+                    await wait_for(lambda: len(received) >= 41, 30, "every event at b's NATS")
+                    await asyncio.sleep(0.3)
+                    assert sorted(received) == sorted(f"e{i}" for i in range(41))
+                    assert a.metrics.gauges["mesh_store_full"]()[()] == 0
 
 
 async def wait_for_status(post: Any, i: int, timeout: float = 20.0) -> None:

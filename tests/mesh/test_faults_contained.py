@@ -22,11 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import nats
 import orjson
 import pytest
 from aiohttp import web
-from nats.aio.msg import Msg
 
 from mesh.config import MeshConfig, parse_config
 from mesh.core import frames
@@ -34,7 +32,7 @@ from mesh.core.envelope import Envelope, encode_record
 from mesh.core.event import Event
 from mesh.runtime.node import Node
 from mesh.testing import NatsServer
-from tests.helpers import node_config, unique, wait_for
+from tests.helpers import nats_collect, node_config, unique, wait_for
 
 TOKEN = "faults-token"
 PEER = "peer-x"
@@ -77,18 +75,10 @@ class Site:
 @pytest.fixture
 async def site(tmp_path: Path, nats_server: NatsServer) -> AsyncIterator[Site]:
     tag = unique("faults")
-    received: list[str] = []
-
-    async def on_msg(msg: Msg) -> None:
-        received.append(msg.subject.rsplit(".", 1)[1])
-
-    nc = await nats.connect(nats_server.url)
-    await nc.subscribe(f"out.{tag}.>", cb=on_msg)
-    await nc.flush()
-    async with Node(config(tmp_path, nats_server, tag)).serve() as node:
+    node = Node(config(tmp_path, nats_server, tag))
+    async with nats_collect(nats_server.url, f"out.{tag}.>") as received, node.serve():
         await node.ready()
         yield Site(node, tag, received)
-    await nc.close()
 
 
 async def test_a_non_utf8_header_byte_is_refused_and_the_node_keeps_serving(site: Site) -> None:
@@ -222,34 +212,26 @@ async def test_a_peer_answering_the_hello_with_a_list_is_contained(
     await fake.start()
     port = runner.addresses[0][1]
     tag = unique("faults")
-    received: list[str] = []
-
-    async def on_msg(msg: Msg) -> None:
-        received.append(msg.subject.rsplit(".", 1)[1])
-
-    nc = await nats.connect(nats_server.url)
-    await nc.subscribe(f"out.{tag}.>", cb=on_msg)
-    await nc.flush()
-    data = config(tmp_path, nats_server, tag).model_dump(mode="json", by_alias=True)
-    data["peers"] = [{"id": "liar", "url": f"ws://127.0.0.1:{port}/mesh", "token": TOKEN}]
-    cfg = parse_config(data, "<liar>", env={}, overrides={})
-    try:
-        with caplog.at_level(logging.WARNING):
-            async with Node(cfg).serve() as node:
-                await node.ready()
-                site = Site(node, tag, received)
-                await wait_for(lambda: hellos >= 3, 10, "the node to redial")
-                await site.still_delivers("beside-a-lying-peer")
-                assert "liar" not in node.sessions
-                restarts = node.metrics.get("mesh_task_restarts_total", task="link[liar]")
-                assert restarts >= 3
-        # Backoff: a handful of dials in these seconds, not a spin.
-        assert hellos <= 12, hellos
-        logged = [r for r in caplog.records if "must be a JSON object" in r.getMessage()]
-        assert len(logged) == 1, [r.getMessage() for r in logged]
-    finally:
-        await nc.close()
-        await runner.cleanup()
+    async with nats_collect(nats_server.url, f"out.{tag}.>") as received:
+        data = config(tmp_path, nats_server, tag).model_dump(mode="json", by_alias=True)
+        data["peers"] = [{"id": "liar", "url": f"ws://127.0.0.1:{port}/mesh", "token": TOKEN}]
+        cfg = parse_config(data, "<liar>", env={}, overrides={})
+        try:
+            with caplog.at_level(logging.WARNING):
+                async with Node(cfg).serve() as node:
+                    await node.ready()
+                    site = Site(node, tag, received)
+                    await wait_for(lambda: hellos >= 3, 10, "the node to redial")
+                    await site.still_delivers("beside-a-lying-peer")
+                    assert "liar" not in node.sessions
+                    restarts = node.metrics.get("mesh_task_restarts_total", task="link[liar]")
+                    assert restarts >= 3
+            # Backoff: a handful of dials in these seconds, not a spin.
+            assert hellos <= 12, hellos
+            logged = [r for r in caplog.records if "must be a JSON object" in r.getMessage()]
+            assert len(logged) == 1, [r.getMessage() for r in logged]
+        finally:
+            await runner.cleanup()
 
 
 async def test_a_stored_event_the_encoder_chokes_on_is_dead_lettered_not_a_crash_loop(

@@ -16,14 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import nats
 import pytest
-from nats.aio.msg import Msg
 
 from mesh.core.errors import StoreError
 from mesh.runtime.node import Node
 from mesh.testing import Mosquitto, NatsServer
-from tests.helpers import MqttClient, node_config, unique, wait_for
+from tests.helpers import MqttClient, nats_collect, node_config, unique, wait_for
 
 
 def fail_next(node: Node, op: str, times: int = 1) -> list[int]:
@@ -58,93 +56,81 @@ async def test_a_store_error_at_broker_ingress_is_contained(
     tag: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    received: list[str] = []
+    async with nats_collect(
+        nats_server.url, f"out.{tag}.>", key=lambda m: m.data.decode()
+    ) as received:
+        cfg = node_config(
+            tmp_path,
+            "solo",
+            brokers={
+                "plant": {"kind": "mqtt", "url": mosquitto.url},
+                "web": {"kind": "http"},
+                "bus": {"kind": "nats", "url": nats_server.url},
+            },
+            ingress=[
+                {"from": "plant", "topic": f"{tag}/m/#"},
+                {"from": "web", "topic": f"{tag}/h/#"},
+            ],
+            egress=[
+                {"to": "bus", "topic": f"{tag}/#", "target": f"out.{tag}.{{id}}", "mode": "data"}
+            ],
+        )
+        client = MqttClient(mosquitto.url)
+        try:
+            timeout = aiohttp.ClientTimeout(total=10)  # a hung answer fails, not hangs
+            async with Node(cfg).serve() as node, aiohttp.ClientSession(timeout=timeout) as http:
+                await node.ready()
+                url = f"http://127.0.0.1:{node.port}/events/{tag}/h/x"
+                headers = {
+                    "ce-specversion": "1.0",
+                    "ce-source": "/sf",
+                    "ce-type": "t",
+                    "content-type": "text/plain",
+                }
 
-    async def on_msg(msg: Msg) -> None:
-        received.append(msg.data.decode())
+                # MQTT: the batch is not acknowledged, the connection restarts once,
+                # Mosquitto redelivers, the event arrives.
+                failed = fail_next(node, "append")
+                await asyncio.to_thread(client.publish_many, [(f"{tag}/m/1", b"mqtt-1")])
+                await wait_for(lambda: failed[0] == 1, 10, "the injected failure")
+                await wait_for(lambda: "mqtt-1" in received, 20, "mqtt-1 after the reconnect")
+                assert restarts(node, "bridge[plant]") == 1
+                logged = [r for r in caplog.records if "injected: append failed" in r.getMessage()]
+                assert len(logged) == 1, [r.getMessage() for r in logged]
 
-    nc = await nats.connect(nats_server.url)
-    await nc.subscribe(f"out.{tag}.>", cb=on_msg)
-    await nc.flush()
-    cfg = node_config(
-        tmp_path,
-        "solo",
-        brokers={
-            "plant": {"kind": "mqtt", "url": mosquitto.url},
-            "web": {"kind": "http"},
-            "bus": {"kind": "nats", "url": nats_server.url},
-        },
-        ingress=[
-            {"from": "plant", "topic": f"{tag}/m/#"},
-            {"from": "web", "topic": f"{tag}/h/#"},
-        ],
-        egress=[{"to": "bus", "topic": f"{tag}/#", "target": f"out.{tag}.{{id}}", "mode": "data"}],
-    )
-    client = MqttClient(mosquitto.url)
-    try:
-        timeout = aiohttp.ClientTimeout(total=10)  # a hung answer fails, not hangs
-        async with Node(cfg).serve() as node, aiohttp.ClientSession(timeout=timeout) as http:
-            await node.ready()
-            url = f"http://127.0.0.1:{node.port}/events/{tag}/h/x"
-            headers = {
-                "ce-specversion": "1.0",
-                "ce-source": "/sf",
-                "ce-type": "t",
-                "content-type": "text/plain",
-            }
+                # HTTP: a request hit by the failure is refused at once, then accepted.
+                failed = fail_next(node, "append")
+                async with http.post(url, data=b"h", headers={**headers, "ce-id": "http-1"}) as r:
+                    assert r.status == 503 and "Retry-After" in r.headers
+                assert failed[0] == 1
+                await node.ready(20)
+                async with http.post(url, data=b"h", headers={**headers, "ce-id": "http-1"}) as r:
+                    assert r.status == 202
+                await wait_for(lambda: "h" in received, 10, "http-1 at NATS")
 
-            # MQTT: the batch is not acknowledged, the connection restarts once,
-            # Mosquitto redelivers, the event arrives.
-            failed = fail_next(node, "append")
-            await asyncio.to_thread(client.publish_many, [(f"{tag}/m/1", b"mqtt-1")])
-            await wait_for(lambda: failed[0] == 1, 10, "the injected failure")
-            await wait_for(lambda: "mqtt-1" in received, 20, "mqtt-1 after the reconnect")
-            assert restarts(node, "bridge[plant]") == 1
-            logged = [r for r in caplog.records if "injected: append failed" in r.getMessage()]
-            assert len(logged) == 1, [r.getMessage() for r in logged]
-
-            # HTTP: a request hit by the failure is refused at once, then accepted.
-            failed = fail_next(node, "append")
-            async with http.post(url, data=b"h", headers={**headers, "ce-id": "http-1"}) as r:
-                assert r.status == 503 and "Retry-After" in r.headers
-            assert failed[0] == 1
-            await node.ready(20)
-            async with http.post(url, data=b"h", headers={**headers, "ce-id": "http-1"}) as r:
-                assert r.status == 202
-            await wait_for(lambda: "h" in received, 10, "http-1 at NATS")
-
-            # The other flows went on; the node serves.
-            await asyncio.to_thread(client.publish_many, [(f"{tag}/m/2", b"mqtt-2")])
-            await wait_for(lambda: "mqtt-2" in received, 10, "mqtt-2")
-            await asyncio.sleep(0.3)
-            assert received.count("mqtt-1") == 1 and received.count("mqtt-2") == 1
-    finally:
-        client.client.loop_stop()
-        client.client.disconnect()
-        await nc.close()
+                # The other flows went on; the node serves.
+                await asyncio.to_thread(client.publish_many, [(f"{tag}/m/2", b"mqtt-2")])
+                await wait_for(lambda: "mqtt-2" in received, 10, "mqtt-2")
+                await asyncio.sleep(0.3)
+                assert received.count("mqtt-1") == 1 and received.count("mqtt-2") == 1
+        finally:
+            client.client.loop_stop()
+            client.client.disconnect()
 
 
 async def test_a_store_error_at_egress_is_contained(
     tmp_path: Path, nats_server: NatsServer, tag: str
 ) -> None:
-    """A failed read or acknowledgement restarts the egress worker, which
-    delivers everything (at least once: an ack that failed may repeat a batch)."""
-    received: list[str] = []
-
-    async def on_msg(msg: Msg) -> None:
-        received.append(msg.subject.rsplit(".", 1)[1])
-
-    nc = await nats.connect(nats_server.url)
-    await nc.subscribe(f"out.{tag}.>", cb=on_msg)
-    await nc.flush()
-    cfg = node_config(
-        tmp_path,
-        "solo",
-        brokers={"web": {"kind": "http"}, "bus": {"kind": "nats", "url": nats_server.url}},
-        ingress=[{"from": "web", "topic": f"{tag}/#"}],
-        egress=[{"to": "bus", "topic": f"{tag}/#", "target": f"out.{tag}.{{id}}"}],
-    )
-    try:
+    """A failed acknowledgement is retried; one that keeps failing restarts the
+    egress worker, which delivers everything (at least once: it may repeat a batch)."""
+    async with nats_collect(nats_server.url, f"out.{tag}.>") as received:
+        cfg = node_config(
+            tmp_path,
+            "solo",
+            brokers={"web": {"kind": "http"}, "bus": {"kind": "nats", "url": nats_server.url}},
+            ingress=[{"from": "web", "topic": f"{tag}/#"}],
+            egress=[{"to": "bus", "topic": f"{tag}/#", "target": f"out.{tag}.{{id}}"}],
+        )
         async with Node(cfg).serve() as node, aiohttp.ClientSession() as http:
             await node.ready()
 
@@ -184,5 +170,3 @@ async def test_a_store_error_at_egress_is_contained(
             assert received.count("ack-1") == 1 and received.count("ack-2") == 1
             assert received.count("ack-3") >= 1  # at least once: its ack failed
             assert await node.store.box_stats(box.box) == (0, 0)
-    finally:
-        await nc.close()
