@@ -101,28 +101,38 @@ class Router:
                 routed += 1
             else:
                 unrouted += 1
-        await self._apply_bounds(units)
-        if dead:
-            await self.outboxes.store.dead_letter(dead)
+        rejected = await self._apply_bounds(units)
         duplicates = await self.outboxes.put(units)
-        # Counted once the batch is in, not on every retry after Overloaded.
+        # Dead letters are written, and everything counted, once the batch is in,
+        # not again on every retry after Overloaded.
+        if dead or rejected:
+            await self.outboxes.store.dead_letter(dead + rejected)
         if unrouted:
             self.metrics.inc("mesh_unrouted_events_total", unrouted)
         if dead:
             self.metrics.inc("mesh_dead_letters_total", len(dead), reason="hop limit")
             log.warning("%d events dead-lettered: hop limit %d reached", len(dead), MAX_HOPS)
+        if rejected:
+            self.metrics.inc("mesh_dead_letters_total", len(rejected), reason="reject-new")
+            log.warning(
+                "%d new events dead-lettered, outbox %s full (reject-new)",
+                len(rejected),
+                ", ".join(sorted({d.place for d in rejected})),
+            )
         if duplicates:
             self.metrics.inc("mesh_link_duplicates_total", duplicates, peer=from_peer or "local")
         return routed
 
-    async def _apply_bounds(self, units: list[Unit]) -> None:
+    async def _apply_bounds(self, units: list[Unit]) -> list[DeadLetter]:
+        """Make room, or take out what does not fit; return the rejected, to dead-letter."""
         need: dict[Outbox, int] = {}
         for _key, items in units:
             for box, rec, _env in items:
                 need[box] = need.get(box, 0) + len(rec)
         full = [box for box, size in need.items() if not box.fits(size)]
+        rejected: list[DeadLetter] = []
         if not full:
-            return
+            return rejected
         for box in full:
             if box.policy.overflow == "block":
                 self.metrics.inc("mesh_backpressure_total", outbox=box.name)
@@ -134,15 +144,12 @@ class Router:
                     self.metrics.inc("mesh_dead_letters_total", dropped, reason="drop-oldest")
                     log.warning("outbox %s full: %d oldest events dead-lettered", box.name, dropped)
             elif box.policy.overflow == "reject-new":
-                dead: list[DeadLetter] = []
                 for i, (key, items) in enumerate(units):
                     keep = [(b, rec, env) for b, rec, env in items if b is not box]
-                    dead += [
+                    rejected += [
                         DeadLetter("outbox full (reject-new)", box.name, "event", rec)
                         for b, rec, _env in items
                         if b is box
                     ]
                     units[i] = (key, keep)
-                await box.store.dead_letter(dead)
-                self.metrics.inc("mesh_dead_letters_total", len(dead), reason="reject-new")
-                log.warning("outbox %s full: %d new events dead-lettered", box.name, len(dead))
+        return rejected

@@ -17,6 +17,7 @@ import pytest
 from nats.js.api import StreamConfig
 
 from mesh.core.codec import Mode, encode_http, encode_mqtt
+from mesh.core.envelope import decode_record
 from mesh.core.event import Event
 from mesh.runtime.node import Node
 from mesh.testing import Mosquitto, NatsServer
@@ -200,4 +201,38 @@ async def test_drop_oldest_keeps_accepting_and_counts_what_it_dropped(
         assert len(ids) == len(set(ids)) == N - dropped
         dead = await node.store.dead_letters(limit=N)
         assert all(d.reason == "outbox full (drop-oldest)" for d in dead)
+        pub.client.close()
+
+
+async def test_reject_new_keeps_the_first_and_dead_letters_each_new_event_once(
+    tmp_path: Path, mosquitto: Mosquitto, stream: NatsServer
+) -> None:
+    tag = unique()
+    async with make_node(tmp_path, tag, mosquitto.url, stream.url, "reject-new").serve() as node:
+        await node.ready()
+        stream.stop()
+        pub = Publisher(mosquitto.url)
+        await asyncio.to_thread(pub.publish, f"{tag}/in", mqtt_events(tag))
+        await wait_for(
+            lambda: node.metrics.total("mesh_ingress_events_total") == N,
+            30,
+            "every message ingested and acknowledged",
+        )
+        box = node.egress_workers()[0].outbox
+        assert box.bytes <= LIMIT + OVERSHOOT
+        rejected = node.metrics.get("mesh_dead_letters_total", reason="reject-new")
+        assert rejected > N // 2
+        dead = await node.store.dead_letters(limit=N)
+        assert len(dead) == rejected, "each rejected event dead-lettered once"
+        assert all(d.reason == "outbox full (reject-new)" for d in dead)
+        dead_ids = [decode_record(d.record).event.id for d in dead]
+        assert len(set(dead_ids)) == len(dead_ids)
+
+        stream.start()
+        await wait_for(lambda: box.depth == 0, 60, "the outbox to drain")
+        ids = await stream_ids(stream)
+        assert len(ids) == len(set(ids)) == N - rejected
+        assert not set(ids) & set(dead_ids)
+        # Reject-new keeps what came first.
+        assert sorted(ids, key=lambda i: int(i.rsplit("-", 1)[1]))[0] == f"{tag}-0"
         pub.client.close()
