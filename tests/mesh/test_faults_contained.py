@@ -28,8 +28,9 @@ from aiohttp import web
 
 from mesh.config import MeshConfig, parse_config
 from mesh.core import frames
-from mesh.core.envelope import Envelope, encode_record
+from mesh.core.envelope import Envelope, encode_batch_frame, encode_record
 from mesh.core.event import Event
+from mesh.runtime.link import CLOSE_PROTOCOL
 from mesh.runtime.node import Node
 from mesh.testing import NatsServer
 from tests.helpers import nats_collect, node_config, unique, wait_for
@@ -256,3 +257,37 @@ async def test_a_stored_event_the_encoder_chokes_on_is_dead_lettered_not_a_crash
         k: v for k, v in node.metrics.counters.items() if k[0] == "mesh_task_restarts_total"
     }
     assert not restarts, restarts
+
+
+async def test_a_peer_that_ignores_its_credit_has_its_link_closed_with_the_reason(
+    site: Site,
+) -> None:
+    node = site.node
+    credit = node.config.limits.link_credit
+    records = [
+        encode_record(
+            Envelope(
+                Event({"specversion": "1.0", "id": f"c{i}", "source": "/c", "type": "t"}),
+                f"{site.tag}/x",
+                PEER,
+                1,
+            )
+        )
+        for i in range(credit + 1)
+    ]
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(f"http://127.0.0.1:{node.port}/mesh")
+        await ws.send_str(frames.hello(PEER, "r", TOKEN))
+        welcome = frames.parse_welcome((await ws.receive(timeout=10)).data, "solo")
+        assert isinstance(welcome, frames.Welcome)
+        await ws.send_bytes(encode_batch_frame(1, records))
+        while (msg := await ws.receive(timeout=10)).type not in (
+            aiohttp.WSMsgType.CLOSE,
+            aiohttp.WSMsgType.CLOSED,
+        ):
+            pass
+        assert ws.close_code == CLOSE_PROTOCOL
+        assert f"credit for {credit}" in (msg.extra or "")
+    assert node.metrics.get("mesh_link_protocol_errors_total", peer=PEER) == 1
+    await site.still_delivers("after-the-greedy-peer")
+    assert not [r for r in site.received if r.startswith("c")], "an event over credit passed"
