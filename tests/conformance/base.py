@@ -27,7 +27,9 @@ from typing import Any, ClassVar, TypeVar
 
 import pytest
 
+from mesh.core.codec import Mode
 from mesh.core.errors import BrokerUnavailable, PublishError
+from mesh.core.event import Event
 from mesh.plugins import BridgeSpec, Capabilities, Delivery, Message
 from mesh.runtime.inbox import Inbox
 from tests.conformance.wire import Bridges, Opened, Wire
@@ -61,6 +63,8 @@ class Facts:
     and the bridge reports the loss of the connection to the node's inbox."""
     killable: bool = True
     """The broker (or the webhook target) is a process the suite can kill."""
+    loops: bool = True
+    """What the bridge publishes reaches the broker's subscribers (its own receive side)."""
     overflow: Overflow = Overflow.HELD
 
 
@@ -85,6 +89,10 @@ _CHECKS: dict[str, tuple[str, Callable[[Capabilities, Facts], bool]]] = {
         lambda c, f: f.connects,
     ),
     "killable": ("have its broker killed (Facts.killable)", lambda c, f: f.killable),
+    "loops": (
+        "deliver a publish to its subscribers (Facts.loops)",
+        lambda c, f: f.loops,
+    ),
 }
 
 
@@ -404,6 +412,53 @@ class BridgeConformance:
                 assert statuses.count(503) == n - held > 0
         finally:
             sending.cancel()
+
+    # -- 8. every content mode the binding offers survives the bridge --------------------
+
+    @requires("publish", "receive", "loops")
+    async def test_each_content_mode_arrives_as_the_same_event(
+        self, wire: Wire, bridges: Bridges
+    ) -> None:
+        """Capabilities.modes names the modes; metadata (properties, headers) and
+        data bytes must survive one bridge publishing and another receiving."""
+        tag = await self.new_tag(wire)
+        sub = await bridges.open("sub", [wire.subscription(tag)])
+        pub = await bridges.open("pub")
+        binding = self.spec.binding(self.spec.config.model_validate(self.config))
+        modes = sorted(self.capabilities().modes, key=lambda m: m.value)
+        events = [
+            Event(
+                {
+                    "specversion": "1.0",
+                    "id": f"e-{mode.value}",
+                    "source": "/conformance",
+                    "type": "com.example.conformance",
+                    "time": "2026-12-03T07:00:00.5Z",
+                    "datacontenttype": "application/octet-stream",
+                    "tenant": "Euro € 😀 100%",
+                },
+                bytes(range(256)),
+            )
+            for mode in modes
+        ]
+        msgs = [
+            binding.encode(ev, mode, wire.loop_topic(tag, mode.value))
+            for ev, mode in zip(events, modes, strict=True)
+        ]
+        publishing = asyncio.create_task(pub.publish(msgs))  # HTTP waits for the answers
+        got = await receive_acking(sub.inbox, len(msgs))
+        assert await publishing == [None] * len(msgs)
+        for mode, ev, d in zip(modes, events, got, strict=True):
+            decoded = binding.decode(d.message)
+            if mode is Mode.DATA:
+                assert decoded is None, f"{mode}: data only is not a CloudEvent"
+                assert d.message.payload == ev.data
+                continue
+            assert decoded is not None and len(decoded) == 1, mode
+            (one,) = decoded
+            assert isinstance(one, Event), (mode, one)
+            assert one.attrs == ev.attrs, mode
+            assert one.data == ev.data, f"{mode}: data bytes differ"
 
     # -- 7. a bad topic is a permanent PublishError --------------------------------------
 

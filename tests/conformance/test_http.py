@@ -68,6 +68,9 @@ class HttpWire(Wire):
     def topic(self, tag: str, leaf: str) -> str:
         return f"{self.base}/sink/{tag}/{leaf}"
 
+    def loop_topic(self, tag: str, leaf: str) -> str:
+        return f"{self.base}/events/{tag}/{leaf}"  # the bridge's own receive side
+
     def subscription(self, tag: str) -> Subscribe:
         return Subscribe(f"{tag}/#")
 

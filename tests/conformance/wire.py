@@ -133,6 +133,10 @@ class Wire:
     def subscription(self, tag: str) -> Subscribe:
         raise NotImplementedError
 
+    def loop_topic(self, tag: str, leaf: str) -> str:
+        """Where a bridge publishes for :meth:`subscription` to receive it."""
+        return self.topic(tag, leaf)
+
     def bad_topics(self, tag: str) -> list[str]:
         raise NotImplementedError
 
