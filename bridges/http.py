@@ -73,8 +73,9 @@ def _mapped(broker: str, url: str) -> Iterator[None]:
     """aiohttp's exceptions as the gateway's (the one mapping of this bridge)."""
     try:
         yield
-    except aiohttp.InvalidURL as exc:
-        raise InvalidTopic(broker, url, "not a valid URL") from exc
+    except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:
+        # NonHttpUrlClientError (ftp://...) is not an InvalidURL in aiohttp.
+        raise InvalidTopic(broker, url, "not a valid http(s) URL") from exc
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         raise PublishError(broker, f"webhook {url} failed: {exc or type(exc).__name__}") from exc
 

@@ -21,7 +21,7 @@ from pydantic import Field
 
 from bridges.http import HttpBinding
 from mesh.config import BrokerModel
-from mesh.core.errors import PublishError
+from mesh.core.errors import InvalidTopic, PublishError
 from mesh.core.topics import MESH_SYNTAX, Pattern
 from mesh.plugins import BridgeContext, BridgeSpec, Capabilities, Delivery, Message, Subscribe
 
@@ -114,9 +114,16 @@ class MemoryBridge:
     async def publish(self, messages: Sequence[Message]) -> list[PublishError | None]:
         if self.broker.fail_publish is not None:
             return [self.broker.fail_publish] * len(messages)
-        self.broker.published.extend(messages)
+        results: list[PublishError | None] = []
+        for m in messages:
+            # Like a real broker, refuse a topic no subscriber could be sent.
+            if not m.topic or "+" in m.topic or "#" in m.topic:
+                results.append(InvalidTopic(self.ctx.broker, m.topic, "empty or with + or #"))
+            else:
+                self.broker.published.append(m)
+                results.append(None)
         self.broker._changed.set()
-        return [None] * len(messages)
+        return results
 
     async def close(self) -> None:
         self.broker._subs = [s for s in self.broker._subs if s.bridge is not self]

@@ -62,6 +62,7 @@ __all__ = ["MQTT_SYNTAX", "SPEC", "MqttBinding", "MqttBridge", "MqttBrokerConfig
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 10.0
 PUBLISH_TIMEOUT = 30.0
+CLOSE_SETTLE = 1.0  # seconds close waits for the broker to have read the last acks
 RECV_BUFFER = 256 * 1024
 READ_SLICE = 64  # packets parsed per turn of the event loop
 
@@ -207,6 +208,14 @@ class _Client(mqtt.Client):
         if on_message is not None:
             on_message(self, self._userdata, message)
 
+    on_pingresp: Any = None  # paho has no callback for PINGRESP
+
+    def _handle_pingresp(self) -> MQTTErrorCode:
+        rc: MQTTErrorCode = super()._handle_pingresp()
+        if self.on_pingresp is not None:
+            self.on_pingresp()
+        return rc
+
 
 class MqttBridge:
     """A bridge to one MQTT broker."""
@@ -251,6 +260,8 @@ class MqttBridge:
         self._inbox.on_flow(self._pause, self._resume)
         self._pending: dict[int, asyncio.Future[PublishError | None]] = {}
         self._connack: asyncio.Future[Any] | None = None
+        self._pingresp: asyncio.Future[None] | None = None
+        c.on_pingresp = self._on_pingresp
         self._subacks: dict[int, asyncio.Future[list[Any]]] = {}
         self._connected = False
         self._sock: Any = None
@@ -396,6 +407,10 @@ class MqttBridge:
         if fut is not None and not fut.done():
             fut.set_result(list(rcs))
 
+    def _on_pingresp(self) -> None:
+        if self._pingresp is not None and not self._pingresp.done():
+            self._pingresp.set_result(None)
+
     def _ack(self, mid: int, qos: int) -> None:
         if self._connected:
             self._client.ack(mid, qos)
@@ -412,6 +427,8 @@ class MqttBridge:
                 suback.set_exception(BrokerUnavailable(self.name, reason))
         if self._connack is not None and not self._connack.done():
             self._connack.set_exception(BrokerUnavailable(self.name, reason))
+        if self._pingresp is not None and not self._pingresp.done():
+            self._pingresp.set_result(None)
         self._inbox.lost(reason)
 
     # -- the bridge interface ----------------------------------------------------------
@@ -521,7 +538,28 @@ class MqttBridge:
             fut.set_result(PublishError(self.name, f"no PUBACK within {PUBLISH_TIMEOUT}s"))
         return [f.result() for f in futures]
 
+    async def _settle(self) -> None:
+        """A PINGREQ round trip: the broker has read every PUBACK sent before it.
+
+        Without it the PUBACKs written just before DISCONNECT could be lost
+        when the next connection of the same session took it over first (seen
+        with Mosquitto): acknowledged messages came back after a reconnect.
+        Uses paho's ``_send_pingreq`` (private, pinned by the conformance suite).
+        """
+        if self._loop is None or self._paused or self._sock is None:
+            return  # not reading: no PINGRESP could arrive
+        self._pingresp = self._loop.create_future()
+        with _mapped(self.name, "PINGREQ"):
+            if self._client._send_pingreq() != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_SETTLE):
+                await self._pingresp
+
     async def close(self) -> None:
+        if self._connected:
+            with contextlib.suppress(BridgeError):
+                await self._settle()
         self._connected = False
         await self.ctx.tasks.aclose()
         c = self._client

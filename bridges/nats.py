@@ -203,6 +203,12 @@ class NatsBridge:
                 self.cfg.url,
                 name=f"mesh-{self.ctx.node_id}-{self.name}",
                 allow_reconnect=False,
+                # Even without reconnects nats-py's connect retries an unreachable
+                # server max_reconnect_attempts (60) times, reconnect_time_wait (2 s)
+                # apart: two minutes before a stopped server raised. Two quick
+                # attempts, then BrokerUnavailable; the supervisor owns the backoff.
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0,
                 # Never receive our own publishes (egress), so ingress cannot loop them.
                 no_echo=True,
                 connect_timeout=CONNECT_TIMEOUT,

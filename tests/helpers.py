@@ -18,7 +18,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from mesh.config import MeshConfig, parse_config
-from mesh.plugins import Bridge, BridgeContext, BridgeSpec, Delivery
+from mesh.plugins import Bridge, BridgeContext, BridgeSpec, Delivery, HttpIngress
 from mesh.runtime.inbox import Inbox
 from mesh.runtime.lifecycle import Faults, TaskScope
 from mesh.runtime.metrics import Metrics
@@ -37,16 +37,27 @@ async def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "
 
 
 def open_bridge(
-    spec: BridgeSpec, config: dict[str, Any], name: str = "b", node_id: str = "bridge-test"
+    spec: BridgeSpec,
+    config: dict[str, Any],
+    name: str = "b",
+    node_id: str = "bridge-test",
+    *,
+    inbox: Inbox | None = None,
+    http: HttpIngress | None = None,
 ) -> tuple[Bridge, BridgeContext]:
-    """A bridge from its spec with a context of its own, as a node would build it."""
+    """A bridge from its spec with a context of its own, as a node would build it.
+
+    ``inbox`` replaces the node's default one (e.g. a smaller bound); ``http``
+    is the node's HTTP server as a receive side, for bridges that take requests.
+    """
     metrics = Metrics()
     ctx = BridgeContext(
         broker=name,
         node_id=node_id,
-        inbox=Inbox(name),
+        inbox=inbox if inbox is not None else Inbox(name),
         tasks=TaskScope(Faults(metrics), prefix=f"bridge[{name}]."),
         metrics=metrics,
+        http=http,
     )
     return spec.factory(spec.config.model_validate(config), ctx), ctx
 
@@ -142,7 +153,7 @@ class MqttClient:
     ) -> mqtt.MQTTMessageInfo:
         props = None
         if self.v5 and (content_type or user_properties):
-            props = Properties(PacketTypes.PUBLISH)
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             if content_type:
                 props.ContentType = content_type
             if user_properties:

@@ -7,7 +7,6 @@ them fails here.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import statistics
 import time
@@ -69,34 +68,6 @@ async def test_published_messages_arrive_intact_and_in_order(
     finally:
         await pub.close()
         await sub.close()
-
-
-async def test_unacknowledged_messages_come_back_after_a_reconnect(mosquitto: Mosquitto) -> None:
-    """Manual acks in a persistent session: what the node never acked is redelivered."""
-    pub = _bridge(mosquitto, "pub")
-    await pub.connect([])
-    first = _bridge(mosquitto, "sub", client_id="bridge-test-redelivery")
-    await first.connect([Subscribe("rd/readings", qos=1)])
-    try:
-        sent = [Message("rd/readings", b"m%d" % i) for i in range(50)]
-        assert await pub.publish(sent) == [None] * 50
-        got = await receive_n(_inbox(first), 50)
-        for d in got[:20]:
-            await d.ack()
-        await asyncio.sleep(0.5)  # let the PUBACKs reach the broker
-        await first.close()
-
-        again = _bridge(mosquitto, "sub", client_id="bridge-test-redelivery")
-        await again.connect([Subscribe("rd/readings", qos=1)])
-        try:
-            back = await receive_n(_inbox(again), 30)
-            assert [d.message.payload for d in back] == [m.payload for m in sent[20:]]
-            for d in back:
-                await d.ack()
-        finally:
-            await again.close()
-    finally:
-        await pub.close()
 
 
 async def test_a_confirmed_batch_does_not_wait_for_a_delayed_tcp_ack(mosquitto: Mosquitto) -> None:

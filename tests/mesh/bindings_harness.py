@@ -4,7 +4,9 @@ Node A ingests from MQTT 5, MQTT 3.1.1 (same Mosquitto, two client sessions),
 NATS and HTTP, and wraps raw payloads on ``raw/+``. Node B subscribes to all
 of it (``#``) eight times: webhook binary and structured, MQTT 5 binary and
 structured, MQTT 3.1.1 structured, NATS binary and structured, and data only
-(NATS). What arrives is decoded with the project's codecs and compared.
+(NATS). What arrives is decoded with the project's codecs and compared, and
+the wire metadata each plain client saw is kept for the test-side oracle
+(tests.mesh.binding_oracle), which reads it by the binding specs instead.
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ class Arrival:
     form: str
     event: Event | None  # None for the data-only form
     payload: bytes
+    # What the plain client saw besides the payload, for the oracle.
+    content_type: str | None = None  # the MQTT 5 Content Type property
+    user_properties: list[tuple[str, str]] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)  # NATS and HTTP
 
 
 @dataclass
@@ -91,7 +97,8 @@ async def bindings_harness(
         _mode, events = decode_http(headers, body)
         ev = events[0]
         assert isinstance(ev, Event)
-        arrivals.append(Arrival(f"webhook-{request.match_info['mode']}", ev, body))
+        form = f"webhook-{request.match_info['mode']}"
+        arrivals.append(Arrival(form, ev, body, headers=dict(request.headers)))
         return web.Response(status=204)
 
     app = web.Application()
@@ -142,7 +149,7 @@ async def bindings_harness(
         ct = getattr(props, "ContentType", None)
         user = getattr(props, "UserProperty", None) or []
         ev = decode_mqtt(msg.payload, ct, user, "5")
-        arrivals.append(Arrival(forms[msg.topic], ev, msg.payload))
+        arrivals.append(Arrival(forms[msg.topic], ev, msg.payload, ct, list(user)))
 
     def on_mqtt311(msg: Any) -> None:
         ev = decode_mqtt(msg.payload, None, [], "3.1.1")
@@ -164,9 +171,8 @@ async def bindings_harness(
             arrivals.append(Arrival("data", None, msg.data))
         else:
             ev = decode_nats(msg.data, msg.headers)
-            arrivals.append(
-                Arrival("nats-binary" if kind == "natsb" else "nats-structured", ev, msg.data)
-            )
+            form = "nats-binary" if kind == "natsb" else "nats-structured"
+            arrivals.append(Arrival(form, ev, msg.data, headers=dict(msg.headers or {})))
 
     await nc_b.subscribe(f"{tag}.out.>", cb=on_nats)
     await nc_b.flush()

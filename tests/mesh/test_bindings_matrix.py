@@ -3,11 +3,15 @@
 An event arrives with the same attributes (extensions of string, integer,
 boolean and URI types included; binary modes carry every value as its
 canonical string, so those are compared as strings) and byte-identical data.
-Raw payloads arrive with the attributes their ingress rule maps.
+Raw payloads arrive with the attributes their ingress rule maps. Every
+arrival is also read by a test-side oracle written from the binding specs
+(tests.mesh.binding_oracle; the cloudevents SDK for webhooks), independent of
+mesh.core.codec; binary-mode data is compared as the raw bytes on the wire.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,7 @@ from mesh.core.codec import (
 )
 from mesh.core.event import Event
 from mesh.testing import Mosquitto, NatsServer
+from tests.mesh import binding_oracle
 from tests.mesh.bindings_harness import EGRESS_FORMS, Arrival, Harness, bindings_harness
 from tests.shared import SHARED_DIR
 
@@ -62,6 +67,47 @@ def make_event(form: str, tag: str, data: bytes, content_type: str | None) -> Ev
 
 def strings(attrs: dict[str, Any]) -> dict[str, str]:
     return {k: canonical_string(v) for k, v in attrs.items()}
+
+
+def oracle(arr: Arrival) -> binding_oracle.Decoded:
+    """What the spec-written decoder reads from an arrival's wire form."""
+    if arr.form.startswith("webhook-"):
+        return binding_oracle.http_sdk(arr.headers, arr.payload)
+    if arr.form.startswith("mqtt5-"):
+        return binding_oracle.mqtt5(arr.payload, arr.content_type, arr.user_properties)
+    if arr.form == "mqtt311-structured":
+        return binding_oracle.mqtt311(arr.payload)
+    assert arr.form.startswith("nats-"), arr.form
+    return binding_oracle.nats(arr.payload, arr.headers)
+
+
+def comparable(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Attributes as canonical strings, ``time`` as an instant (the SDK parses it)."""
+    out: dict[str, Any] = {}
+    for k, v in attrs.items():
+        if k == "time":
+            out[k] = v if isinstance(v, datetime) else datetime.fromisoformat(v)
+        else:
+            out[k] = canonical_string(v)
+    return out
+
+
+def check_oracle(arr: Arrival, attrs: dict[str, Any], data: bytes, typed: bool) -> None:
+    """The oracle's reading of ``arr`` is the event sent: ``attrs`` and ``data``."""
+    got = oracle(arr)
+    where = f"{attrs.get('id')} via {arr.form} (oracle)"
+    want_mode = "binary" if arr.form.endswith("-binary") else "structured"
+    assert got.mode == want_mode, where
+    assert comparable(got.attrs) == comparable(attrs), where
+    if want_mode == "binary":
+        assert got.data == data, f"{where}: data bytes differ"
+        return
+    if typed and not arr.form.startswith("webhook-"):
+        assert got.attrs == attrs, where  # JSON keeps native types
+    if got.data is not None:
+        assert got.data == data, f"{where}: data bytes differ"
+    else:
+        assert got.json == orjson.loads(data), f"{where}: JSON data differs"
 
 
 async def send_all(h: Harness) -> dict[str, tuple[Event, bool]]:
@@ -169,10 +215,12 @@ async def test_every_ingress_form_reaches_every_egress_form(
                     assert got.attrs["site"] == "a"
                     assert got.content_type == "application/json"
                     assert got.attrs["id"] and got.attrs["time"]
+                    check_oracle(arr, dict(got.attrs), raw, False)
                     seen.add("raw")
                     continue
                 want, typed = sent[arr.event.id]
                 check_event(arr, want, typed)
+                check_oracle(arr, dict(want.attrs), want.data or b"", typed)
                 seen.add(want.id)
             assert seen == {*sent, "raw"}, form
 

@@ -1,0 +1,1 @@
+"""One bridge conformance suite (tests.conformance.base), one subclass per bridge."""
