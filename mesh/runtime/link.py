@@ -271,7 +271,10 @@ class LinkSession:
         count = 0
         seq = 0
         for frame in batch_frames:
-            seq, records = decode_batch_frame(frame)
+            try:
+                seq, records = decode_batch_frame(frame)
+            except LinkProtocolError as exc:  # the core does not know the peer's name
+                raise LinkProtocolError(self.peer, exc.reason) from None
             count += len(records)
             for rec in records:
                 try:
