@@ -125,6 +125,8 @@ def decode_batch_frame(frame: bytes) -> tuple[int, list[memoryview]]:
                 raise ValueError("record runs past the end of the frame")
             out.append(mv[pos : pos + n])
             pos += n
+        if pos != len(mv):
+            raise ValueError(f"{len(mv) - pos} bytes after the last record")
     except (struct.error, ValueError) as exc:
         raise LinkProtocolError("?", f"malformed batch frame: {exc}") from exc
     return seq, out

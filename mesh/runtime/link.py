@@ -198,6 +198,17 @@ class LinkSession:
             raise LinkProtocolError(
                 self.peer, f"peer sent {count} events with credit for {self.allowed}"
             )
+        # What waits here is bounded by credit, in events and in frames: a batch
+        # carries at least one event, or nothing at all (an empty one is a probe).
+        if count == 0 and len(frame) != _BATCH_HEADER:
+            raise LinkProtocolError(
+                self.peer, f"empty batch frame of {len(frame)} bytes, not {_BATCH_HEADER}"
+            )
+        limits = self.host.limits
+        if self._batches.qsize() >= limits.link_credit:
+            raise LinkProtocolError(
+                self.peer, f"more than {limits.link_credit} batches waiting for their ack"
+            )
         self.allowed -= count
         self._batches.put_nowait(frame)
 

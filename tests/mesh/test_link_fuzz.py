@@ -266,7 +266,7 @@ def big_frame(rng: random.Random, n: int, authenticated: bool) -> Frame:
     pick = rng.randrange(5)
     if authenticated and pick < 3:
         # A batch of no events with a megabyte of trailing bytes: within credit,
-        # so the node takes it, queues it, routes nothing and acknowledges it.
+        # but an empty batch is a bare header, so the node closes the link.
         return Frame("big empty batch", encode_batch_frame(n, []) + bytes(BIG))
     if pick % 2:
         return Frame("big bytes", rng.randbytes(BIG))

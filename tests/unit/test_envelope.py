@@ -8,7 +8,13 @@ from typing import Any
 import orjson
 import pytest
 
-from mesh.core.envelope import Envelope, decode_record, encode_record
+from mesh.core.envelope import (
+    Envelope,
+    decode_batch_frame,
+    decode_record,
+    encode_batch_frame,
+    encode_record,
+)
 from mesh.core.errors import LinkProtocolError
 from mesh.core.event import Event
 
@@ -70,3 +76,12 @@ def test_a_header_field_of_the_wrong_type_is_a_protocol_error(field: int, value:
 def test_a_truncated_or_misshapen_record_is_a_protocol_error(buf: bytes) -> None:
     with pytest.raises(LinkProtocolError, match="malformed event record"):
         decode_record(buf)
+
+
+def test_bytes_after_the_last_record_make_a_batch_frame_malformed() -> None:
+    frame = encode_batch_frame(7, [b"abc"])
+    assert decode_batch_frame(frame)[0] == 7
+    with pytest.raises(LinkProtocolError, match="1 bytes after the last record"):
+        decode_batch_frame(frame + b"x")
+    with pytest.raises(LinkProtocolError, match="after the last record"):
+        decode_batch_frame(encode_batch_frame(8, []) + bytes(1 << 20))
