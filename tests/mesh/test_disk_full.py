@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 
 from mesh.runtime.node import Node
-from mesh.testing import NatsServer
-from tests.helpers import nats_collect, node_config, unique, wait_for
+from mesh.testing import Mosquitto, NatsServer
+from tests.helpers import MqttClient, nats_collect, node_config, unique, wait_for
 from tests.mesh.meshnet import MeshNet, settle
 
 
@@ -185,3 +186,74 @@ async def wait_for_status(post: Any, i: int, timeout: float = 20.0) -> None:
     while (await post(i)).status != 202:
         assert asyncio.get_running_loop().time() < deadline, f"e{i} still refused"
         await asyncio.sleep(0.2)
+
+
+async def test_a_full_disk_at_a_node_taking_from_mqtt_holds_the_messages_at_the_broker(
+    tmp_path: Path, mosquitto: Mosquitto, nats_server: NatsServer
+) -> None:
+    """MQTT ingress at a full node stops acknowledging: Mosquitto keeps the
+    messages, the connection and the link stay up, and once there is room every
+    event reaches the other node once."""
+    tag = unique("fullmq")
+    b_cfg = node_config(
+        tmp_path,
+        "b",
+        brokers={"bus": {"kind": "nats", "url": nats_server.url}},
+        accept=[{"id": "a", "token": "t"}],
+        egress=[{"to": "bus", "topic": f"{tag}/#", "target": f"out.{tag}.{{id}}"}],
+    )
+    client = MqttClient(mosquitto.url)
+
+    def events(prefix: str, n: int) -> list[tuple[str, bytes]]:
+        return [
+            (
+                f"{tag}/in",
+                orjson.dumps(
+                    {"specversion": "1.0", "id": f"{prefix}{i}", "source": "/mq", "type": "t"}
+                ),
+            )
+            for i in range(n)
+        ]
+
+    async with nats_collect(nats_server.url, f"out.{tag}.>") as received:
+        with tmpfs(tmp_path / "a", 32):
+            async with Node(b_cfg).serve() as b:
+                await b.ready()
+                a_cfg = node_config(
+                    tmp_path,
+                    "a",
+                    brokers={"plant": {"kind": "mqtt", "url": mosquitto.url}},
+                    ingress=[{"from": "plant", "topic": f"{tag}/#"}],
+                    peers=[{"id": "b", "url": f"ws://127.0.0.1:{b.port}/mesh", "token": "t"}],
+                )
+                async with Node(a_cfg).serve() as a:
+                    await a.ready()
+                    await wait_for(lambda: a.table.routes(), 10, "b's interest at a")
+                    ballast = fill(tmp_path / "a")
+                    sessions = a.metrics.get("mesh_link_sessions_total", peer="b")
+                    sent: list[tuple[str, bytes]] = []
+                    for round_ in range(40):
+                        batch = events(f"f{round_}-", 50)
+                        sent += batch
+                        await asyncio.to_thread(client.publish_many, batch)
+                        with contextlib.suppress(AssertionError):
+                            await wait_for(lambda: a.store.full, 1, "")
+                            break
+                    assert a.store.full, "a never reported a full store"
+                    held = events("held-", 100)
+                    await asyncio.to_thread(client.publish_many, held)
+                    await asyncio.sleep(3)
+                    early = [r for r in received if r.startswith("held-")]
+                    assert not early, f"{len(early)} events passed a full store"
+                    assert a.broker_connected("plant") and "b" in a.sessions
+                    assert a.metrics.get("mesh_task_restarts_total", task="bridge[plant]") == 0
+
+                    ballast.unlink()
+                    expected = sorted(orjson.loads(p)["id"] for _t, p in sent + held)
+                    await wait_for(lambda: len(received) >= len(expected), 60, "every event")
+                    await asyncio.sleep(0.3)
+                    assert sorted(received) == expected
+                    assert a.metrics.get("mesh_link_sessions_total", peer="b") == sessions
+                    await wait_for(lambda: not a.store.full, 20, "a to leave the full state")
+    client.client.loop_stop()
+    client.client.disconnect()
