@@ -26,14 +26,15 @@ import orjson
 import pytest
 from aiohttp import web
 
-from mesh.config import MeshConfig, parse_config
+from mesh.config import MeshConfig, load_config, parse_config
 from mesh.core import frames
 from mesh.core.envelope import Envelope, encode_batch_frame, encode_record
+from mesh.core.errors import ConfigErrors
 from mesh.core.event import Event
 from mesh.runtime.link import CLOSE_PROTOCOL
 from mesh.runtime.node import Node
-from mesh.testing import NatsServer
-from tests.helpers import nats_collect, node_config, unique, wait_for
+from mesh.testing import Mosquitto, NatsServer
+from tests.helpers import MqttClient, nats_collect, node_config, unique, wait_for
 
 TOKEN = "faults-token"
 PEER = "peer-x"
@@ -291,3 +292,52 @@ async def test_a_peer_that_ignores_its_credit_has_its_link_closed_with_the_reaso
     assert node.metrics.get("mesh_link_protocol_errors_total", peer=PEER) == 1
     await site.still_delivers("after-the-greedy-peer")
     assert not [r for r in site.received if r.startswith("c")], "an event over credit passed"
+
+
+async def test_a_queue_group_mqtt_would_reject_is_refused_on_reload_and_the_flow_goes_on(
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    nats_server: NatsServer,
+) -> None:
+    """paho raised ValueError for a `+` in a shared-subscription group, outside the
+    bridge: now the configuration check refuses it, and a running node keeps its
+    configuration, its connection and its flow."""
+    tag = unique("qg")
+    path = tmp_path / "node.yaml"
+
+    def write(queue_group: str | None) -> None:
+        rule = f"{{from: plant, topic: '{tag}/#'"
+        rule += f", queue_group: '{queue_group}'}}" if queue_group else "}"
+        path.write_text(
+            f"node: {{id: solo, listen: '127.0.0.1:0', data_dir: '{tmp_path / 'data'}'}}\n"
+            f"brokers:\n  plant: {{kind: mqtt, url: '{mosquitto.url}'}}\n"
+            f"  bus: {{kind: nats, url: '{nats_server.url}'}}\n"
+            f"ingress: [{rule}]\n"
+            f"egress: [{{to: bus, topic: '{tag}/#', target: 'out.{tag}.{{id}}'}}]\n"
+        )
+
+    def event(event_id: str) -> list[tuple[str, bytes]]:
+        body = {"specversion": "1.0", "id": event_id, "source": "/qg", "type": "t"}
+        return [(f"{tag}/in", orjson.dumps(body))]
+
+    write(None)
+    client = MqttClient(mosquitto.url)
+    try:
+        async with nats_collect(nats_server.url, f"out.{tag}.>") as received:
+            node = Node(load_config(path), source=str(path))
+            async with node.serve():
+                await node.ready()
+                await asyncio.to_thread(client.publish_many, event("before"))
+                await wait_for(lambda: "before" in received, 10, "the flow before")
+
+                write("a+b")
+                with pytest.raises(ConfigErrors) as refused:
+                    await node.reload_from_source()
+                assert "ingress[0].queue_group" in str(refused.value)
+                await asyncio.to_thread(client.publish_many, event("after"))
+                await wait_for(lambda: "after" in received, 10, "the flow after")
+                assert node.broker_connected("plant")
+                assert node.metrics.get("mesh_task_restarts_total", task="bridge[plant]") == 0
+    finally:
+        client.client.loop_stop()
+        client.client.disconnect()
