@@ -9,7 +9,10 @@ the fault was refused with a reason and counted:
   must be refused and never persisted, and a bad pattern already persisted,
   which must be dropped at start, not be fatal;
 - a ``LIKE`` filter of 200 ``%`` segments from a peer, matched against a
-  10 KB value (a backtracking matcher froze the loop for 20.9 s).
+  10 KB value (a backtracking matcher froze the loop for 20.9 s);
+- a peer answering the hello with a list; a peer sending past its credit;
+- an event stored in an outbox that the encoder cannot handle;
+- a reload with a queue group paho would reject (it raised outside the bridge).
 """
 
 from __future__ import annotations
