@@ -41,7 +41,8 @@ from mesh.config import AcceptPeer, Limits, Peer
 from mesh.core import frames
 from mesh.core.envelope import decode_batch_frame, decode_record, encode_batch_frame
 from mesh.core.errors import (
-    InvalidEvent,
+    EventError,
+    EventTooLarge,
     LinkError,
     LinkProtocolError,
     LinkRefused,
@@ -287,13 +288,16 @@ class LinkSession:
             except LinkProtocolError as exc:  # the core does not know the peer's name
                 raise LinkProtocolError(self.peer, exc.reason) from None
             count += len(records)
+            max_size = host.limits.max_event_size
             for rec in records:
                 try:
                     env = decode_record(rec)
                     # Stored only if it is a valid event, as if a client had sent it.
                     validate_attributes(env.event.attrs)
+                    if (size := env.event.size()) > max_size:
+                        raise EventTooLarge(size, max_size)
                     envs.append(env)
-                except (LinkProtocolError, InvalidEvent) as exc:
+                except (LinkProtocolError, EventError) as exc:
                     dead.append(
                         DeadLetter(
                             exc.reason,

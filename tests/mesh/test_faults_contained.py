@@ -344,3 +344,35 @@ async def test_a_queue_group_mqtt_would_reject_is_refused_on_reload_and_the_flow
     finally:
         client.client.loop_stop()
         client.client.disconnect()
+
+
+async def test_an_oversize_event_from_a_peer_is_dead_lettered_and_the_batch_goes_on(
+    site: Site,
+) -> None:
+    """Events from a link meet limits.max_event_size as ingress events do."""
+    node = site.node
+    limit = node.config.limits.max_event_size
+
+    def record(event_id: str, size: int) -> bytes:
+        attrs = {"specversion": "1.0", "id": event_id, "source": "/peer", "type": "t"}
+        return encode_record(Envelope(Event(attrs, b"x" * size), f"{site.tag}/x", PEER, 1))
+
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(f"http://127.0.0.1:{node.port}/mesh", max_msg_size=0)
+        await ws.send_str(frames.hello(PEER, "r", TOKEN))
+        welcome = frames.parse_welcome((await ws.receive(timeout=10)).data, "solo")
+        assert isinstance(welcome, frames.Welcome)
+        batch = [record("small-1", 100), record("huge", limit + 1), record("small-2", 100)]
+        await ws.send_bytes(encode_batch_frame(1, batch))
+        async with asyncio.timeout(10):
+            while True:
+                msg = await ws.receive()
+                assert msg.type == aiohttp.WSMsgType.TEXT, msg
+                if orjson.loads(msg.data).get("type") == "ack":
+                    break
+        await wait_for(lambda: {"small-1", "small-2"} <= set(site.received), 10, "the others")
+        assert "huge" not in site.received
+        [entry] = await node.store.dead_letters()
+        assert "exceeds the limit" in entry.reason and entry.place == f"link:{PEER}"
+        assert PEER in node.sessions, "the link stays up"
+        await ws.close()
