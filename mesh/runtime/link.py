@@ -400,7 +400,11 @@ def _check_hello(host: LinkHost, hello: frames.Hello | str) -> str | None:
         )
     if node == host.node_id:
         return f"node id {node!r} is this node's own id"
-    candidates = [a for a in host.accept if a.id in (node, "*")]
+    # An id with an entry of its own is claimed with that entry's token only:
+    # a wildcard entry's token cannot speak for it.
+    candidates = [a for a in host.accept if a.id == node] or [
+        a for a in host.accept if a.id == "*"
+    ]
     if not candidates:
         return f"node {node!r} is not allowed to connect (not in accept)"
     if not any(hmac.compare_digest(a.token.encode(), hello.token.encode()) for a in candidates):

@@ -83,3 +83,30 @@ async def test_unknown_node_and_wrong_peer_identity_are_refused(
         async with Node(a_cfg).serve() as a:
             await wait_for(lambda: a.refusals.get("site-x"), what="the identity refusal")
             assert "is 'site-b', not 'site-x'" in a.refusals["site-x"]
+
+
+async def test_a_wildcard_token_cannot_claim_an_id_with_its_own_entry(tmp_path: Path) -> None:
+    """Through ``accept: '*'`` a token holder claimed another site's id and drained
+    what was queued for it; an id with its own entry now needs that entry's token."""
+    b_cfg = node_config(
+        tmp_path,
+        "site-b",
+        accept=[{"id": "site-a", "token": "a-token"}, {"id": "*", "token": "any-token"}],
+    )
+    async with Node(b_cfg).serve() as b:
+        url = f"ws://127.0.0.1:{b.port}/mesh"
+        rogue_cfg = node_config(
+            tmp_path, "site-a", peers=[{"id": "site-b", "url": url, "token": "any-token"}]
+        )
+        async with Node(rogue_cfg).serve() as rogue:
+            await wait_for(lambda: rogue.refusals.get("site-b"), what="the refusal")
+            assert "wrong token for node 'site-a'" in rogue.refusals["site-b"]
+            assert b.sessions == {}
+        # The wildcard still admits ids without an entry of their own, and the
+        # owner of an entry gets in with its token.
+        for node_id, token in (("site-z", "any-token"), ("site-a", "a-token")):
+            cfg = node_config(
+                tmp_path / node_id, node_id, peers=[{"id": "site-b", "url": url, "token": token}]
+            )
+            async with Node(cfg).serve():
+                await wait_for(lambda n=node_id: n in b.sessions, 10, f"{node_id} linked")
