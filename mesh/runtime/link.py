@@ -421,7 +421,10 @@ async def accept_link(host: LinkHost, request: web.Request) -> web.WebSocketResp
     remote = request.remote or "?"
     hello: frames.Hello | str
     try:
-        msg = await ws.receive(timeout=HELLO_TIMEOUT)
+        # One deadline for the whole hello: receive(timeout) starts again after
+        # each ping, so a client pinging every few seconds would hold it open.
+        async with asyncio.timeout(HELLO_TIMEOUT):
+            msg = await ws.receive()
         if msg.type == aiohttp.WSMsgType.TEXT:
             hello = frames.parse_hello(msg.data)
         else:
@@ -453,7 +456,8 @@ async def _handshake(
     host: LinkHost, peer: Peer, ws: aiohttp.ClientWebSocketResponse
 ) -> frames.Welcome:
     await ws.send_str(frames.hello(host.node_id, host.region, peer.token, host.link_versions))
-    msg = await ws.receive(timeout=HELLO_TIMEOUT)
+    async with asyncio.timeout(HELLO_TIMEOUT):  # pings do not extend it
+        msg = await ws.receive()
     if msg.type != aiohttp.WSMsgType.TEXT:
         raise LinkError(peer.id, f"closed during the hello ({msg.type.name})")
     reply = frames.parse_welcome(msg.data, peer.id, host.link_versions)

@@ -6,8 +6,10 @@ import asyncio
 import logging
 from pathlib import Path
 
+import aiohttp
 import pytest
 
+from mesh.runtime import link
 from mesh.runtime.node import Node
 from mesh.testing import NatsServer
 from tests.helpers import node_config, unique, wait_for
@@ -110,3 +112,35 @@ async def test_a_wildcard_token_cannot_claim_an_id_with_its_own_entry(tmp_path: 
             )
             async with Node(cfg).serve():
                 await wait_for(lambda n=node_id: n in b.sessions, 10, f"{node_id} linked")
+
+
+async def test_a_hello_kept_open_with_pings_is_refused_at_its_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hello has one deadline; pings, which restart aiohttp's receive
+    timeout, do not extend it."""
+    monkeypatch.setattr(link, "HELLO_TIMEOUT", 1.0)
+    b_cfg = node_config(tmp_path, "site-b", accept=[{"id": "site-a", "token": "t"}])
+    async with Node(b_cfg).serve() as b, aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(f"ws://127.0.0.1:{b.port}/mesh", autoping=True)
+        start = asyncio.get_running_loop().time()
+
+        async def keep_pinging() -> None:
+            while not ws.closed:
+                await ws.ping()
+                await asyncio.sleep(0.2)
+
+        pinger = asyncio.create_task(keep_pinging())
+        try:
+            async with asyncio.timeout(5):
+                while (msg := await ws.receive()).type is not aiohttp.WSMsgType.CLOSE:
+                    if msg.type is aiohttp.WSMsgType.TEXT:
+                        assert "no hello within" in msg.data
+                    elif msg.type is aiohttp.WSMsgType.CLOSED:
+                        break
+        finally:
+            pinger.cancel()
+        took = asyncio.get_running_loop().time() - start
+        assert took < 2.5, f"the hello was held open for {took:.1f}s"
+        assert ws.close_code == link.CLOSE_REFUSED
+        assert b.metrics.get("mesh_link_refused_total", reason="no") == 1
