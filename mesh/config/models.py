@@ -161,6 +161,12 @@ class Limits(_Model):
     )
     batch_size: int = Field(256, ge=1, description="Events per peer-link batch")
     link_credit: int = Field(4096, ge=1, description="Events a peer may have in flight to us")
+    max_pending_hellos: int = Field(
+        16,
+        ge=1,
+        description="Connections to /mesh that have not finished their hello yet; "
+        "more are answered 503 before the WebSocket upgrade",
+    )
     dedup_window: int = Field(
         1_000_000, ge=0, description="(source, id) pairs remembered for duplicate detection"
     )

@@ -80,6 +80,7 @@ class LinkHost(Protocol):
     accept: list[AcceptPeer]
     dialing: set[str]
     link_versions: tuple[int, int]
+    pending_hellos: int
 
     def routes_changed(self) -> None: ...
 
@@ -402,9 +403,7 @@ def _check_hello(host: LinkHost, hello: frames.Hello | str) -> str | None:
         return f"node id {node!r} is this node's own id"
     # An id with an entry of its own is claimed with that entry's token only:
     # a wildcard entry's token cannot speak for it.
-    candidates = [a for a in host.accept if a.id == node] or [
-        a for a in host.accept if a.id == "*"
-    ]
+    candidates = [a for a in host.accept if a.id == node] or [a for a in host.accept if a.id == "*"]
     if not candidates:
         return f"node {node!r} is not allowed to connect (not in accept)"
     if not any(hmac.compare_digest(a.token.encode(), hello.token.encode()) for a in candidates):
@@ -414,13 +413,27 @@ def _check_hello(host: LinkHost, hello: frames.Hello | str) -> str | None:
     return None
 
 
-async def accept_link(host: LinkHost, request: web.Request) -> web.WebSocketResponse:
+async def accept_link(host: LinkHost, request: web.Request) -> web.StreamResponse:
     """The ``/mesh`` handler: check the hello, then run the session, supervised."""
-    ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=MAX_FRAME)
-    await ws.prepare(request)
     remote = request.remote or "?"
+    most = host.limits.max_pending_hellos
+    if host.pending_hellos >= most:
+        # Unauthenticated connections are bounded: each may hold a frame of up to
+        # MAX_FRAME bytes before its hello is read.
+        host.metrics.inc("mesh_link_refused_total", reason="busy")
+        host.faults.report(
+            f"accept[{remote}]",
+            LinkRefused(
+                "?", f"busy: {most} connections are in their hello (limits.max_pending_hellos)"
+            ),
+            what="refused",
+        )
+        return web.Response(status=503, headers={"Retry-After": "1"}, text="busy")
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=MAX_FRAME)
     hello: frames.Hello | str
+    host.pending_hellos += 1
     try:
+        await ws.prepare(request)
         # One deadline for the whole hello: receive(timeout) starts again after
         # each ping, so a client pinging every few seconds would hold it open.
         async with asyncio.timeout(HELLO_TIMEOUT):
@@ -431,6 +444,8 @@ async def accept_link(host: LinkHost, request: web.Request) -> web.WebSocketResp
             hello = f"expected a hello frame, got a {msg.type.name} frame"
     except TimeoutError:
         hello = f"no hello within {HELLO_TIMEOUT:.0f}s"
+    finally:
+        host.pending_hellos -= 1
     reason = _check_hello(host, hello)
     if reason is not None or isinstance(hello, str):
         reason = reason or "expected a hello frame"

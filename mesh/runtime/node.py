@@ -101,6 +101,7 @@ class Node:
         self.egress: list[EgressRule] = []
         self.sessions: dict[str, LinkSession] = {}
         self.dialing: set[str] = set()
+        self.pending_hellos = 0  # /mesh connections still in their hello
         self.refusals: dict[str, str] = {}
         self.drain_timeout = drain_timeout
         self.started = time.time()

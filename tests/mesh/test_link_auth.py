@@ -144,3 +144,30 @@ async def test_a_hello_kept_open_with_pings_is_refused_at_its_deadline(
         assert took < 2.5, f"the hello was held open for {took:.1f}s"
         assert ws.close_code == link.CLOSE_REFUSED
         assert b.metrics.get("mesh_link_refused_total", reason="no") == 1
+
+
+async def test_connections_in_their_hello_are_bounded(tmp_path: Path) -> None:
+    """Beyond limits.max_pending_hellos, /mesh answers 503 before the upgrade;
+    a slot freed is usable again, and a real peer links."""
+    b_cfg = node_config(
+        tmp_path,
+        "site-b",
+        accept=[{"id": "site-a", "token": "t"}],
+        limits={"max_pending_hellos": 2},
+    )
+    async with Node(b_cfg).serve() as b, aiohttp.ClientSession() as http:
+        url = f"ws://127.0.0.1:{b.port}/mesh"
+        idle = [await http.ws_connect(url) for _ in range(2)]
+        await wait_for(lambda: b.pending_hellos == 2, 5, "two connections in their hello")
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(url)
+        assert refused.value.status == 503
+        assert b.metrics.get("mesh_link_refused_total", reason="busy") == 1
+
+        await idle.pop().close()
+        await wait_for(lambda: b.pending_hellos == 1, 5, "a slot freed")
+        a_cfg = node_config(tmp_path, "site-a", peers=[{"id": "site-b", "url": url, "token": "t"}])
+        async with Node(a_cfg).serve():
+            await wait_for(lambda: "site-a" in b.sessions, 10, "the real peer linked")
+        for ws in idle:
+            await ws.close()
