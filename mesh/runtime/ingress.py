@@ -31,6 +31,7 @@ __all__ = ["Ingress"]
 log = logging.getLogger(__name__)
 # Headers kept with a dead-lettered message: what says how to read it, never credentials.
 _KEPT_HEADERS = ("content-type",)
+EXCERPT = 4096  # bytes of an oversize message kept in its dead letter
 
 
 @dataclass(slots=True)
@@ -89,7 +90,14 @@ class Ingress:
             "user_properties": [[_text(k), _text(v)] for k, v in msg.user_properties],
             "batch_index": why.index,
         }
-        return DeadLetter(why.reason, f"ingress:{broker}", "message", msg.payload, meta)
+        record = msg.payload
+        if why.too_large and len(record) > EXCERPT:
+            # What was refused for its size is kept as an excerpt: a client could
+            # otherwise fill the dead-letter queue at the rate it can send.
+            meta["size"] = len(record)
+            meta["excerpt"] = EXCERPT
+            record = record[:EXCERPT]
+        return DeadLetter(why.reason, f"ingress:{broker}", "message", record, meta)
 
     async def accept(
         self,

@@ -15,6 +15,7 @@ from nats.aio.msg import Msg
 
 from mesh.core.codec import Mode, encode_http, encode_structured
 from mesh.core.event import Event
+from mesh.runtime.ingress import EXCERPT
 from mesh.runtime.node import Node
 from mesh.testing import Mosquitto, NatsServer
 from tests.helpers import MqttClient, node_config, unique, wait_for
@@ -168,6 +169,10 @@ async def test_http_oversize_event_is_413(site: Site) -> None:
     status, (_ct, problem) = await post(f"{site.url}/big", body, headers)
     assert status == 413
     assert f"exceeds the limit of {LIMIT} bytes" in problem["detail"]
+    # Its dead letter keeps a bounded excerpt and the size, not the whole body.
+    [entry] = await site.node.store.dead_letters()
+    assert entry.meta["size"] == len(body) and len(entry.record) == EXCERPT
+    assert entry.record == body[:EXCERPT]
 
 
 async def test_one_bad_event_in_a_batch_never_loses_the_others(site: Site) -> None:
