@@ -41,7 +41,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 
 from mesh.config import BrokerModel, EgressRule, IngressRule
 from mesh.core.codec import Mode, decode_mqtt, encode_mqtt
@@ -75,7 +75,7 @@ class MqttBrokerConfig(BrokerModel):
     protocol: Literal[5, "3.1.1"] = Field(5, description="MQTT protocol version: 5 or 3.1.1")
     client_id: str | None = Field(None, description="Default: mesh-<node id>-<broker name>")
     username: str | None = None
-    password: str | None = None
+    password: SecretStr | None = None
     keepalive: int = Field(30, ge=5)
     session_expiry: int = Field(
         3600, ge=0, description="Seconds the broker keeps the session while the node is away"
@@ -242,7 +242,9 @@ class MqttBridge:
         c.max_inflight_messages_set(cfg.max_inflight)
         c.max_queued_messages_set(0)
         if cfg.username:
-            c.username_pw_set(cfg.username, cfg.password)
+            c.username_pw_set(
+                cfg.username, cfg.password.get_secret_value() if cfg.password else None
+            )
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message

@@ -38,7 +38,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.client import JetStreamContext
 from nats.protocol.command import hpub_cmd, pub_cmd
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from mesh.config import BrokerModel, EgressRule, IngressRule
 from mesh.core.codec import Mode, decode_nats, encode_nats
@@ -79,8 +79,8 @@ class NatsBrokerConfig(BrokerModel):
         "Core NATS (false) is at-most-once at ingress",
     )
     user: str | None = None
-    password: str | None = None
-    token: str | None = None
+    password: SecretStr | None = None
+    token: SecretStr | None = None
 
 
 class NatsBinding:
@@ -184,9 +184,10 @@ class NatsBridge:
         opts: dict[str, Any] = {}
         if self.cfg.user:
             opts["user"] = self.cfg.user
-            opts["password"] = self.cfg.password
+            password = self.cfg.password
+            opts["password"] = password.get_secret_value() if password else None
         if self.cfg.token:
-            opts["token"] = self.cfg.token
+            opts["token"] = self.cfg.token.get_secret_value()
         inbox = self.ctx.inbox
 
         async def closed() -> None:
@@ -198,24 +199,32 @@ class NatsBridge:
             else:
                 log.debug("nats %s: %s", self.name, exc)
 
-        with _mapped(self.name, f"cannot connect to {self.cfg.url}"):
-            self._nc = nc = await nats.connect(
-                self.cfg.url,
-                name=f"mesh-{self.ctx.node_id}-{self.name}",
-                allow_reconnect=False,
-                # Even without reconnects nats-py's connect retries an unreachable
-                # server max_reconnect_attempts (60) times, reconnect_time_wait (2 s)
-                # apart: two minutes before a stopped server raised. Two quick
-                # attempts, then BrokerUnavailable; the supervisor owns the backoff.
-                max_reconnect_attempts=1,
-                reconnect_time_wait=0,
-                # Never receive our own publishes (egress), so ingress cannot loop them.
-                no_echo=True,
-                connect_timeout=CONNECT_TIMEOUT,
-                closed_cb=closed,
-                error_cb=error,
-                **opts,
-            )
+        nc = Client()
+        try:
+            with _mapped(self.name, f"cannot connect to {self.cfg.url}"):
+                await nc.connect(
+                    self.cfg.url,
+                    name=f"mesh-{self.ctx.node_id}-{self.name}",
+                    allow_reconnect=False,
+                    # Even without reconnects nats-py's connect retries an unreachable
+                    # server max_reconnect_attempts (60) times, reconnect_time_wait (2 s)
+                    # apart: two minutes before a stopped server raised. Two quick
+                    # attempts, then BrokerUnavailable; the supervisor owns the backoff.
+                    max_reconnect_attempts=1,
+                    reconnect_time_wait=0,
+                    # Never receive our own publishes (egress), so ingress cannot loop them.
+                    no_echo=True,
+                    connect_timeout=CONNECT_TIMEOUT,  # type: ignore[arg-type]  # a float works (wait_for)
+                    closed_cb=closed,
+                    error_cb=error,
+                    **opts,
+                )
+        except BaseException:
+            # A refused connect (bad credentials) leaves nats-py's socket open.
+            with contextlib.suppress(Exception):
+                await nc.close()
+            raise
+        self._nc = nc
         with _mapped(self.name, "cannot subscribe"):
             if self.cfg.jetstream:
                 self._js = js = nc.jetstream()

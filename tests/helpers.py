@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -11,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import nats
+import orjson
 import paho.mqtt.client as mqtt
 from nats.aio.msg import Msg
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from pydantic import SecretStr
 
 from mesh.config import MeshConfig, parse_config
 from mesh.plugins import Bridge, BridgeContext, BridgeSpec, Delivery, HttpIngress
@@ -77,6 +80,27 @@ def node_config(tmp_path: Path, node_id: str, **sections: Any) -> MeshConfig:
     }
     data.update(sections)
     return parse_config(data, f"<{node_id}>", env={}, overrides={})
+
+
+def config_data(config: MeshConfig, **dump: Any) -> dict[str, Any]:
+    """A configuration as plain data with its secrets in clear (to write a test's YAML).
+
+    ``model_dump(mode="json")`` masks every ``SecretStr`` as ``**********``.
+    """
+
+    def reveal(value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            return value.get_secret_value()
+        if isinstance(value, (Path, enum.Enum)):
+            return str(value.value if isinstance(value, enum.Enum) else value)
+        if isinstance(value, (set, frozenset)):
+            return sorted(value)
+        raise TypeError(f"cannot write {type(value).__name__}")
+
+    data: dict[str, Any] = orjson.loads(
+        orjson.dumps(config.model_dump(mode="python", by_alias=True, **dump), default=reveal)
+    )
+    return data
 
 
 def last_token(msg: Msg) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 # Re-exported, with the loader, by mesh.config (its __all__ is the public list).
 
@@ -61,7 +61,7 @@ class BrokerModel(_Model):
 class Peer(_Model):
     id: Annotated[str, Field(pattern=NODE_ID)]
     url: str = Field(pattern=r"^wss?://")
-    token: str = Field(min_length=1, description="Shared secret; both sides must agree")
+    token: SecretStr = Field(min_length=1, description="Shared secret; both sides must agree")
     outbox: OutboxSettings | None = Field(None, description="Default: the node's outbox")
 
 
@@ -69,7 +69,7 @@ class AcceptPeer(_Model):
     id: Annotated[str, Field(pattern=r"^([a-z0-9][a-z0-9-]*|\*)$")] = Field(
         description="Node id allowed to dial in, or '*' for any node holding the token"
     )
-    token: str = Field(min_length=1)
+    token: SecretStr = Field(min_length=1)
 
 
 class EventTemplate(_Model):

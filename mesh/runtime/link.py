@@ -406,7 +406,10 @@ def _check_hello(host: LinkHost, hello: frames.Hello | str) -> str | None:
     candidates = [a for a in host.accept if a.id == node] or [a for a in host.accept if a.id == "*"]
     if not candidates:
         return f"node {node!r} is not allowed to connect (not in accept)"
-    if not any(hmac.compare_digest(a.token.encode(), hello.token.encode()) for a in candidates):
+    given = hello.token.encode()
+    # Every candidate is compared (constant time each, no early exit).
+    matches = [hmac.compare_digest(a.token.get_secret_value().encode(), given) for a in candidates]
+    if not any(matches):
         return f"wrong token for node {node!r}"
     if node in host.dialing and node in host.sessions and host.node_id < node:
         return f"duplicate link: {host.node_id} already dials {node}"
@@ -470,7 +473,9 @@ async def accept_link(host: LinkHost, request: web.Request) -> web.StreamRespons
 async def _handshake(
     host: LinkHost, peer: Peer, ws: aiohttp.ClientWebSocketResponse
 ) -> frames.Welcome:
-    await ws.send_str(frames.hello(host.node_id, host.region, peer.token, host.link_versions))
+    await ws.send_str(
+        frames.hello(host.node_id, host.region, peer.token.get_secret_value(), host.link_versions)
+    )
     async with asyncio.timeout(HELLO_TIMEOUT):  # pings do not extend it
         msg = await ws.receive()
     if msg.type != aiohttp.WSMsgType.TEXT:

@@ -7,10 +7,12 @@ and flushes once; a nats-py upgrade that changes that buffer fails here.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
 from bridges.nats import SPEC, NatsBridge
+from mesh.core.errors import BridgeError
 from mesh.plugins import Message, Subscribe
 from mesh.testing import NatsServer
 from tests.helpers import open_bridge, receive_n
@@ -76,3 +78,29 @@ async def test_a_publish_cancelled_as_its_pong_arrives_is_cancelled(
         assert await pub.publish([Message("bt.cancel", b"y")]) == [None]
     finally:
         await pub.close()
+
+
+class _TokenNats(NatsServer):
+    """A nats-server that requires a token."""
+
+    def _command(self) -> list[str]:
+        return [*super()._command(), "--auth", "s3cret-token"]
+
+
+@pytest.mark.parametrize(("token", "ok"), [("s3cret-token", True), ("wrong", False)])
+async def test_a_token_from_the_config_authenticates(tmp_path: Path, token: str, ok: bool) -> None:
+    server = _TokenNats(workdir=tmp_path / "nats")
+    server.start()
+    try:
+        cfg = {"kind": "nats", "url": server.url, "token": token}
+        bridge, _ctx = open_bridge(SPEC, cfg, "auth")
+        if ok:
+            await bridge.connect([])
+            assert await bridge.publish([Message("auth.x", b"x")]) == [None]
+            await bridge.close()
+        else:
+            with pytest.raises(BridgeError, match="Authorization Violation") as exc:
+                await bridge.connect([])
+            assert token not in str(exc.value)
+    finally:
+        server.close()

@@ -25,7 +25,7 @@ from mesh.core.codec import Mode, encode_nats
 from mesh.core.event import Event
 from mesh.runtime.node import Node
 from mesh.testing import NatsServer, TcpProxy
-from tests.helpers import node_config, wait_for
+from tests.helpers import config_data, node_config, wait_for
 
 TOKEN = "mesh-net"
 
@@ -119,7 +119,7 @@ class MeshNet:
     def write_config(self, name: str, config: MeshConfig) -> Path:
         """The node's configuration as a YAML file, for ``mesh reload``."""
         path = self.tmp / f"{name}.yaml"
-        data = config.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+        data = config_data(config, exclude_defaults=True)
         path.write_text(yaml.safe_dump(data))
         return path
 

@@ -37,7 +37,7 @@ from mesh.core.event import Event
 from mesh.runtime.link import CLOSE_PROTOCOL
 from mesh.runtime.node import Node
 from mesh.testing import Mosquitto, NatsServer
-from tests.helpers import MqttClient, nats_collect, node_config, unique, wait_for
+from tests.helpers import MqttClient, config_data, nats_collect, node_config, unique, wait_for
 
 TOKEN = "faults-token"
 PEER = "peer-x"
@@ -218,7 +218,7 @@ async def test_a_peer_answering_the_hello_with_a_list_is_contained(
     port = runner.addresses[0][1]
     tag = unique("faults")
     async with nats_collect(nats_server.url, f"out.{tag}.>") as received:
-        data = config(tmp_path, nats_server, tag).model_dump(mode="json", by_alias=True)
+        data = config_data(config(tmp_path, nats_server, tag))
         data["peers"] = [{"id": "liar", "url": f"ws://127.0.0.1:{port}/mesh", "token": TOKEN}]
         cfg = parse_config(data, "<liar>", env={}, overrides={})
         try:

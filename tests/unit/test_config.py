@@ -94,7 +94,7 @@ def test_interpolation_and_environment_overrides(monkeypatch: pytest.MonkeyPatch
     cfg = parse_config(data, env={"HOST": "10.0.0.1", "SECRET": "s3"})
     assert cfg.node.listen == "127.0.0.1:7000"
     assert cfg.brokers["plant"].url == "mqtt://10.0.0.1:1883"
-    assert cfg.peers[0].token == "s3"
+    assert cfg.peers[0].token.get_secret_value() == "s3"
     with pytest.raises(ConfigErrors, match=r"peers\[0\].token: environment variable SECRET"):
         parse_config(data, env={"HOST": "x"})
     assert parse_config({"node": {"id": "a", "region": "$${literal}"}}, env={}).node.region == (
@@ -118,3 +118,28 @@ def test_schema_command_validates_the_examples(capsys: pytest.CaptureFixture[str
     doc = yaml.safe_load(EXAMPLES[0].read_text())
     doc["colour"] = "red"
     assert list(validator.iter_errors(doc))
+
+
+def test_secrets_are_never_shown_by_the_loaded_configuration() -> None:
+    secrets = ["peer-tok-1", "accept-tok-2", "mqtt-pw-3", "nats-tok-4", "nats-pw-5"]
+    data = {
+        "node": {"id": "a"},
+        "brokers": {
+            "plant": {
+                "kind": "mqtt",
+                "url": "mqtt://h:1883",
+                "username": "u",
+                "password": secrets[2],
+            },
+            "core": {"kind": "nats", "url": "nats://h:4222", "token": secrets[3]},
+            "core2": {"kind": "nats", "url": "nats://h:4222", "user": "u", "password": secrets[4]},
+        },
+        "peers": [{"id": "b", "url": "ws://h:7401/mesh", "token": secrets[0]}],
+        "accept": [{"id": "c", "token": secrets[1]}],
+    }
+    cfg = parse_config(data, "<secrets>", env={}, overrides={})
+    shown = [repr(cfg), str(cfg), cfg.model_dump_json(), json.dumps(cfg.model_dump(mode="json"))]
+    for text in shown:
+        for secret in secrets:
+            assert secret not in text
+    assert cfg.peers[0].token.get_secret_value() == secrets[0]  # still usable

@@ -60,7 +60,7 @@ def test_scalars_sections_and_list_entries_are_overridden(tmp_path: Path) -> Non
     assert [e.mode for e in cfg.egress] == ["data", "structured"]
     assert cfg.egress[1].retain is True
     assert cfg.peers[0].outbox is not None and cfg.peers[0].outbox.max_bytes == 1024
-    assert cfg.peers[0].token == "secret"
+    assert cfg.peers[0].token.get_secret_value() == "secret"
     assert cfg.limits.batch_size == 16
 
 
@@ -95,7 +95,7 @@ def test_structured_values_are_yaml_flow_and_strings_stay_strings(tmp_path: Path
     )
     assert cfg.egress[0].filter == {"exact": {"type": "com.example.a"}}
     assert cfg.egress[1].target == "{node}.in.{1}"
-    assert cfg.brokers["plant"].password == "[not-a-list"  # type: ignore[union-attr]
+    assert cfg.brokers["plant"].password.get_secret_value() == "[not-a-list"  # type: ignore[union-attr]
     assert [a.id for a in cfg.accept] == ["c"]
     # A whole section, refined by a more specific variable.
     cfg = load(tmp_path, {"MESH_NODE": "{id: z, region: eu}", "MESH_NODE__REGION": "us"})
@@ -219,7 +219,7 @@ def test_an_override_replaces_a_value_whose_variable_is_unset(tmp_path: Path) ->
     with pytest.raises(ConfigErrors, match="environment variable PEER_TOKEN is not set"):
         load_config(f, env={}, overrides={})
     cfg = load_config(f, env={}, overrides={"MESH_PEERS__0__TOKEN": "from-env"})
-    assert cfg.peers[0].token == "from-env"
+    assert cfg.peers[0].token.get_secret_value() == "from-env"
 
 
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
