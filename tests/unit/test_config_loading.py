@@ -261,6 +261,7 @@ def test_the_schema_keeps_its_shape() -> None:
         "outbox",
         "storage",
         "dlq",
+        "api",
     ]
 
 
