@@ -131,6 +131,16 @@ async def test_events_need_a_token_with_publish(
         )
         assert status == 202, body
         assert await wait_for(lambda: node.metrics.total("mesh_ingress_events_total") >= 1)
+        # A refused event is dead-lettered; its entry keeps no Authorization header.
+        broken = {**event_headers(tag), "ce-type": ""}
+        status, body, _ = await seen.call(http, "POST", url, INGEST, data=b"1", headers=broken)
+        assert status == 400, body
+        base = f"http://127.0.0.1:{node.port}/api/dlq"
+        status, body, _ = await seen.call(http, "GET", base, ADMIN)
+        assert status == 200 and '"total": 1' in body, body
+        entry_id = (await (await http.get(base, headers=bearer(ADMIN))).json())["entries"][0]["id"]
+        status, body, _ = await seen.call(http, "GET", f"{base}/{entry_id}", OPS)
+        assert status == 200 and "ce-id" in body, body
     assert_no_secret(seen.texts, caplog)
 
 
