@@ -5,6 +5,11 @@ mesh validate FILE...     check configuration files; exit 2 listing every error
 mesh schema               print the JSON Schema of the configuration file
 mesh routes  (-c FILE | --url URL)   the routing table of a running node
 mesh peers   (-c FILE | --url URL)   the peer links of a running node
+mesh reload | dlq | egress ...       change a running node
+
+Commands that call a node's API send ``--token`` (default: the
+``MESH_API_TOKEN`` environment variable) as ``Authorization: Bearer``; a node
+with ``api.tokens`` needs one with ``read`` to show and ``admin`` to change.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import asyncio
 import gc
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -135,13 +141,14 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def cmd_reload(args: argparse.Namespace) -> int:
     url = _admin_url(args) + "/api/reload"
-    req = urllib.request.Request(url, method="POST", data=b"")
+    req = _request("POST", url, args)
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
             data = json.loads(resp.read())
     except urllib.error.HTTPError as exc:
-        body = json.loads(exc.read() or b"{}")
-        print(f"reload refused: {body.get('detail', exc)}", file=sys.stderr)
+        if exc.code in (401, 403):
+            raise SystemExit(_refused("POST", url, exc)) from None
+        print(f"reload refused: {_detail(exc)}", file=sys.stderr)
         return EXIT_INVALID if exc.code == 400 else EXIT_FAILURE
     except (urllib.error.URLError, OSError) as exc:
         print(f"cannot reach {url}: {exc}", file=sys.stderr)
@@ -150,22 +157,49 @@ def cmd_reload(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _call(method: str, url: str) -> Any:
+def _token(args: argparse.Namespace) -> str | None:
+    return getattr(args, "token", None) or os.environ.get("MESH_API_TOKEN") or None
+
+
+def _request(method: str, url: str, args: argparse.Namespace) -> urllib.request.Request:
     req = urllib.request.Request(url, method=method, data=b"" if method != "GET" else None)
+    token = _token(args)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    return req
+
+
+def _detail(exc: urllib.error.HTTPError) -> str:
     try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
+        body = json.loads(exc.read() or b"{}")
+    except ValueError:
+        body = {}
+    detail = body.get("detail") if isinstance(body, dict) else None
+    return str(detail or f"{exc.code} {exc.reason}")
+
+
+def _refused(method: str, url: str, exc: urllib.error.HTTPError) -> str:
+    """One line for a 401/403: what the node said and how to give a token."""
+    hint = "give --token or set MESH_API_TOKEN" if exc.code == 401 else "use a token with the scope"
+    return f"{method} {url}: {exc.code} {exc.reason}: {_detail(exc)} ({hint})"
+
+
+def _call(method: str, url: str, args: argparse.Namespace) -> Any:
+    try:
+        with urllib.request.urlopen(_request(method, url, args), timeout=30) as resp:
             return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
-        body = json.loads(exc.read() or b"{}")
-        raise SystemExit(f"{method} {url}: {body.get('detail', exc)}") from exc
+        if exc.code in (401, 403):
+            raise SystemExit(_refused(method, url, exc)) from None
+        raise SystemExit(f"{method} {url}: {_detail(exc)}") from None
     except (urllib.error.URLError, OSError) as exc:
-        raise SystemExit(f"cannot reach {url}: {exc}") from exc
+        raise SystemExit(f"cannot reach {url}: {exc}") from None
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
     base = _admin_url(args) + "/api/dlq"
     if args.action == "list":
-        data = _call("GET", f"{base}?limit={args.limit}")
+        data = _call("GET", f"{base}?limit={args.limit}", args)
         if args.json:
             print(json.dumps(data, indent=2))
             return EXIT_OK
@@ -181,17 +215,17 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     if args.action == "show":
         if not args.id:
             raise SystemExit("mesh dlq show ID")
-        print(json.dumps(_call("GET", f"{base}/{args.id}"), indent=2))
+        print(json.dumps(_call("GET", f"{base}/{args.id}", args), indent=2))
         return EXIT_OK
     if args.action == "redrive":
         if args.all == bool(args.id):
             raise SystemExit("mesh dlq redrive ID, or mesh dlq redrive --all")
-        data = _call("POST", f"{base}/redrive" if args.all else f"{base}/{args.id}/redrive")
+        data = _call("POST", f"{base}/redrive" if args.all else f"{base}/{args.id}/redrive", args)
         print(f"redriven: {len(data['redriven'])}")
         for s in data["skipped"]:
             print(f"  not redriven {s['id']}: {s['reason']}")
         return EXIT_OK if not data["skipped"] else EXIT_FAILURE
-    data = _call("DELETE", base)
+    data = _call("DELETE", base, args)
     print(f"purged: {data['purged']}")
     return EXIT_OK
 
@@ -201,10 +235,10 @@ def cmd_egress(args: argparse.Namespace) -> int:
     if args.action == "resume":
         if args.index is None:
             raise SystemExit("mesh egress resume INDEX")
-        data = _call("POST", f"{base}/{args.index}/resume")
+        data = _call("POST", f"{base}/{args.index}/resume", args)
         print(f"egress[{args.index}]: {'resumed' if data['resumed'] else 'was not paused'}")
         return EXIT_OK
-    data = _call("GET", base)
+    data = _call("GET", base, args)
     if args.json:
         print(json.dumps(data, indent=2))
         return EXIT_OK
@@ -235,12 +269,8 @@ def _admin_url(args: argparse.Namespace) -> str:
     raise SystemExit("give --url http://host:port or -c CONFIG_FILE")
 
 
-def _get(url: str) -> Any:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            return json.loads(resp.read())
-    except (urllib.error.URLError, OSError) as exc:
-        raise SystemExit(f"cannot reach {url}: {exc}") from exc
+def _get(url: str, args: argparse.Namespace) -> Any:
+    return _call("GET", url, args)
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -251,7 +281,7 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def cmd_routes(args: argparse.Namespace) -> int:
-    data = _get(_admin_url(args) + "/api/routes")
+    data = _get(_admin_url(args) + "/api/routes", args)
     if args.json:
         print(json.dumps(data, indent=2))
         return EXIT_OK
@@ -271,7 +301,7 @@ def cmd_routes(args: argparse.Namespace) -> int:
 
 
 def cmd_peers(args: argparse.Namespace) -> int:
-    data = _get(_admin_url(args) + "/api/peers")
+    data = _get(_admin_url(args) + "/api/peers", args)
     if args.json:
         print(json.dumps(data, indent=2))
         return EXIT_OK
@@ -289,6 +319,13 @@ def cmd_peers(args: argparse.Namespace) -> int:
     ]
     print(_table(rows, ["PEER", "DIRECTION", "STATE", "SENT", "RECEIVED", "OUTBOX", "NOTE"]))
     return EXIT_OK
+
+
+def _token_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--token",
+        help="bearer token for the node's API (default: $MESH_API_TOKEN)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -312,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("-c", "--config", help="the node's configuration file")
         q.add_argument("--url", help="the node's admin URL, e.g. http://127.0.0.1:7401")
         q.add_argument("--json", action="store_true")
+        _token_option(q)
         q.set_defaults(func=fn)
     d = sub.add_parser("dlq", help="the dead-letter queue of a running node")
     d.add_argument("action", choices=["list", "show", "redrive", "purge"])
@@ -325,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("-c", "--config", help="the node's configuration file")
         q.add_argument("--url", help="the node's admin URL, e.g. http://127.0.0.1:7401")
         q.add_argument("--json", action="store_true")
+        _token_option(q)
     d.set_defaults(func=cmd_dlq)
     e.set_defaults(func=cmd_egress)
     return p

@@ -6,13 +6,15 @@
     invoice:  ShipmentDispatched -> (an invoice)
 
 Each receives CloudEvents as webhooks from its site's node and posts new events
-back to that node's HTTP ingress, POST /events/<topic> (binary mode).
+back to that node's HTTP ingress, POST /events/<topic> (binary mode), with
+``--token`` as a bearer token when the node is on another host (compose).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 
 import aiohttp
@@ -27,8 +29,11 @@ NEXT = {
 }
 
 
-async def run(service: str, port: int, node: str, status: Status, bind: str) -> None:
+async def run(
+    service: str, port: int, node: str, status: Status, bind: str, token: str | None
+) -> None:
     session = aiohttp.ClientSession()
+    auth = {"Authorization": f"Bearer {token}"} if token else {}
     pending: set[asyncio.Task[None]] = set()
 
     async def emit(subject: str, out_type: str, topic: str, body: bytes) -> None:
@@ -40,6 +45,7 @@ async def run(service: str, port: int, node: str, status: Status, bind: str) -> 
             "ce-subject": subject,
             "ce-time": now(),
             "content-type": "application/json",
+            **auth,
         }
         for attempt in range(50):
             try:
@@ -96,6 +102,12 @@ def main() -> None:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--node", required=True, help="the warehouse node's URL")
     p.add_argument("--bind", default="127.0.0.1")
+    p.add_argument(
+        "--token",
+        default=os.environ.get("MESH_API_TOKEN"),
+        help="bearer token with 'publish' (default: $MESH_API_TOKEN); a node on the same "
+        "host without api.tokens needs none",
+    )
     args = p.parse_args()
     asyncio.run(
         run(
@@ -104,6 +116,7 @@ def main() -> None:
             args.node.rstrip("/"),
             Status(args.status_dir, args.service),
             args.bind,
+            args.token,
         )
     )
 

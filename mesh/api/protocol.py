@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
+
+from mesh.api.auth import Grant
 
 __all__ = ["NodeApi"]
 
@@ -12,6 +15,10 @@ class NodeApi(Protocol):
 
     Every method returns plain JSON-ready data.
     """
+
+    def api_grants(self) -> Sequence[Grant]:
+        """The bearer tokens of the running configuration (empty: loopback clients only)."""
+        ...
 
     def health(self) -> dict[str, Any]: ...
 

@@ -5,14 +5,17 @@ Written against :class:`mesh.api.protocol.NodeApi`, never against the node:
 - ``GET /mesh`` — peer links (WebSocket), handed to the link handler;
 - ``POST /events/<topic>`` — HTTP ingress, dispatched to the bridges that serve
   it (:class:`mesh.api.ingress.HttpRoutes`);
-- ``GET /api/health``, ``/api/stats``, ``/api/routes``, ``/api/peers`` — JSON;
-- ``POST /api/reload`` — re-read the configuration file (from loopback only);
+- ``GET /healthz`` (alias ``/api/health``) — 200 while the process serves;
+- ``GET /api/stats``, ``/api/routes``, ``/api/peers`` — JSON;
+- ``POST /api/reload`` — re-read the configuration file;
 - ``GET /api/dlq``, ``GET /api/dlq/<id>``, ``POST /api/dlq/redrive``,
-  ``POST /api/dlq/<id>/redrive``, ``DELETE /api/dlq`` — the dead-letter queue
-  (changes from loopback only);
+  ``POST /api/dlq/<id>/redrive``, ``DELETE /api/dlq`` — the dead-letter queue;
 - ``GET /api/egress``, ``POST /api/egress/<i>/resume`` — egress workers, and
   resuming one paused by ``on_error.then: pause``;
 - ``GET /metrics`` — Prometheus text.
+
+Who may call what (bearer tokens with scopes, else loopback clients only) is
+decided for every request in one place, :mod:`mesh.api.auth`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from mesh.api import auth
 from mesh.api.ingress import HttpRoutes
 from mesh.api.protocol import NodeApi
 from mesh.api.responses import json_response, problem
@@ -30,6 +34,7 @@ __all__ = ["build_app"]
 
 API_KEY: web.AppKey[NodeApi] = web.AppKey("api")
 LinkHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _api(request: web.Request) -> NodeApi:
@@ -59,8 +64,6 @@ async def _peers(request: web.Request) -> web.Response:
 
 
 async def _reload(request: web.Request) -> web.Response:
-    if not _is_loopback(request):
-        return problem(403, "Forbidden", "reload is only accepted from the node's own host")
     try:
         return json_response(await _api(request).reload())
     except ConfigErrors as exc:
@@ -87,8 +90,6 @@ async def _dlq_show(request: web.Request) -> web.Response:
 
 
 async def _dlq_redrive(request: web.Request) -> web.Response:
-    if not _is_loopback(request):
-        return problem(403, "Forbidden", "redrive is only accepted from the node's own host")
     which = request.match_info.get("id")
     done, skipped = await _api(request).redrive(None if which is None else [int(which)])
     if which is not None and not done and not skipped:
@@ -97,8 +98,6 @@ async def _dlq_redrive(request: web.Request) -> web.Response:
 
 
 async def _dlq_purge(request: web.Request) -> web.Response:
-    if not _is_loopback(request):
-        return problem(403, "Forbidden", "purge is only accepted from the node's own host")
     return json_response({"purged": await _api(request).purge_dead_letters()})
 
 
@@ -107,8 +106,6 @@ async def _egress(request: web.Request) -> web.Response:
 
 
 async def _egress_resume(request: web.Request) -> web.Response:
-    if not _is_loopback(request):
-        return problem(403, "Forbidden", "resume is only accepted from the node's own host")
     index = int(request.match_info["index"])
     resumed = _api(request).resume_egress(index)
     if resumed is None:
@@ -116,18 +113,22 @@ async def _egress_resume(request: web.Request) -> web.Response:
     return json_response({"index": index, "resumed": resumed})
 
 
-def _is_loopback(request: web.Request) -> bool:
-    remote = request.remote or ""
-    return remote in ("127.0.0.1", "::1") or remote.startswith("127.")
+@web.middleware
+async def _authorize(request: web.Request, handler: Handler) -> web.StreamResponse:
+    refusal = auth.check(request, _api(request).api_grants())
+    if refusal is not None:
+        return refusal
+    return await handler(request)
 
 
 def build_app(
     api: NodeApi, http: HttpRoutes, links: LinkHandler, *, max_body: int
 ) -> web.Application:
-    app = web.Application(client_max_size=max_body)
+    app = web.Application(client_max_size=max_body, middlewares=[_authorize])
     app[API_KEY] = api
     app.router.add_get("/mesh", links)
     app.router.add_post("/events/{topic:.+}", http.dispatch)
+    app.router.add_get("/healthz", _health)
     app.router.add_get("/api/health", _health)
     app.router.add_get("/api/stats", _stats)
     app.router.add_get("/api/routes", _routes)

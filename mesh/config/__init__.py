@@ -14,6 +14,8 @@ the same models.
 from mesh.config.loader import config_model, json_schema, load_config, parse_config
 from mesh.config.models import (
     AcceptPeer,
+    ApiSettings,
+    ApiToken,
     Backoff,
     BrokerModel,
     DeadLetters,
@@ -32,6 +34,8 @@ from mesh.config.models import (
 
 __all__ = [
     "AcceptPeer",
+    "ApiSettings",
+    "ApiToken",
     "Backoff",
     "BrokerModel",
     "DeadLetters",

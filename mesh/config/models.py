@@ -199,6 +199,39 @@ class DeadLetters(_Model):
     )
 
 
+Scope = Literal["publish", "read", "admin"]
+
+
+class ApiToken(_Model):
+    """A bearer token and what it may do."""
+
+    token: SecretStr = Field(
+        description="Sent as 'Authorization: Bearer <token>'; write it as ${VAR}, never literally",
+    )
+    scopes: list[Scope] = Field(
+        min_length=1,
+        description="publish: POST /events/<topic>; read: GET /api/*; "
+        "admin: changes under /api (reload, dead-letter redrive and purge, egress resume)",
+    )
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, v: SecretStr) -> SecretStr:
+        if not v.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return v
+
+
+class ApiSettings(_Model):
+    """Who may use HTTP ingress and the admin API."""
+
+    tokens: list[ApiToken] = Field(
+        default_factory=list,
+        description="Bearer tokens with their scopes. None: only clients on the node's own "
+        "host (loopback) may use /events and /api",
+    )
+
+
 # A plain model, not a pydantic-settings one: mesh.config.loader merges the
 # MESH_ environment overrides into the file's data before validation, so they
 # pass the same checks as the file. (The docstring is the schema's description.)
@@ -220,4 +253,7 @@ class MeshConfig(_Model):
     storage: Storage = Field(default_factory=Storage)
     dlq: DeadLetters = Field(
         default_factory=DeadLetters, description="Bounds of the dead-letter queue"
+    )
+    api: ApiSettings = Field(
+        default_factory=ApiSettings, description="Tokens for HTTP ingress and the admin API"
     )

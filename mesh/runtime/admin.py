@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from mesh.api.auth import Grant, grants
 from mesh.core.envelope import decode_record
 from mesh.core.errors import MeshError
 from mesh.runtime.store import DeadLetter
@@ -21,6 +23,15 @@ class NodeAdmin:
 
     def __init__(self, node: Node) -> None:
         self.node = node
+        self._grants: tuple[object, tuple[Grant, ...]] = (None, ())
+
+    def api_grants(self) -> Sequence[Grant]:
+        # Digests are made once per configuration; a reload replaces config.api.
+        api = self.node.config.api
+        if self._grants[0] is not api:
+            pairs = ((t.token.get_secret_value(), t.scopes) for t in api.tokens)
+            self._grants = (api, grants(pairs))
+        return self._grants[1]
 
     def health(self) -> dict[str, Any]:
         n = self.node

@@ -261,6 +261,7 @@ def test_the_schema_keeps_its_shape() -> None:
         "outbox",
         "storage",
         "dlq",
+        "api",
     ]
 
 
@@ -419,3 +420,48 @@ def test_a_queue_group_the_library_would_reject_fails_validation(
     err = capsys.readouterr().err
     assert "ingress[0].queue_group" in err and hint in err, err
     assert "Traceback" not in err
+
+
+# -- api.tokens --------------------------------------------------------------------
+
+
+def test_api_tokens_are_secrets_checked_with_their_paths(
+    tmp_path: Path,
+) -> None:
+    secret = "tok-" + "9f" * 16
+    env = {"OPS_TOKEN": secret}
+    # In a flow mapping ${VAR} must be quoted: '{' there is YAML syntax.
+    text = (
+        "node: {id: a}\n"
+        "api:\n"
+        "  tokens:\n"
+        "    - {token: '${OPS_TOKEN}', scopes: [read]}\n"
+        "    - {token: '${OPS_TOKEN}', scopes: [write]}\n"
+        "    - {token: '  ', scopes: [admin]}\n"
+        "    - {token: '${OPS_TOKEN}', scopes: []}\n"
+        "    - token: ${OPS_TOKEN}\n"
+    )
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    with pytest.raises(ConfigErrors) as info:
+        load_config(bad, env=env, overrides={})
+    lines = [str(e) for e in info.value.errors]
+    assert lines == [
+        "api.tokens[1].scopes[0]: Input should be 'publish', 'read' or 'admin'",
+        "api.tokens[2].token: must not be empty",
+        "api.tokens[3].scopes: List should have at least 1 item after validation, not 0",
+        "api.tokens[4].scopes: Field required (this key is required)",
+    ]
+    assert not any(secret in line for line in lines)
+    cfg_file = tmp_path / "ok.yaml"
+    cfg_file.write_text("node: {id: a}\napi: {tokens: [{token: '${OPS_TOKEN}', scopes: [read]}]}\n")
+    cfg = load_config(cfg_file, env=env, overrides={})
+    assert cfg.api.tokens[0].token.get_secret_value() == secret
+    assert secret not in repr(cfg) and secret not in cfg.model_dump_json()
+
+
+def test_the_schema_shows_no_token() -> None:
+    schema = json_schema()
+    token = schema["$defs"]["ApiToken"]["properties"]["token"]
+    assert token["writeOnly"] is True and "examples" not in token
+    assert schema["properties"]["api"]["$ref"] == "#/$defs/ApiSettings"
