@@ -61,13 +61,23 @@ class ConfigError(MeshError):
     """One configuration problem, located by a dotted path like ``egress[0].to``."""
 
     def __init__(self, path: str, message: str, hint: str | None = None) -> None:
-        self.path = path
-        self.message = message
-        self.hint = hint
+        # One line, whatever a key or a value in the file held.
+        self.path = path = _one_line(path, 120)
+        self.message = message = _one_line(message, 240)
+        self.hint = hint = _one_line(hint, 120) if hint else hint
         text = f"{path}: {message}" if path else message
         if hint:
             text += f" ({hint})"
         super().__init__(text)
+
+
+def _one_line(text: str, most: int) -> str:
+    """``text`` with control characters escaped, cut to ``most`` characters."""
+    if any(c < " " or c == "\x7f" for c in text):
+        text = "".join(
+            c if c >= " " and c != "\x7f" else c.encode("unicode_escape").decode() for c in text
+        )
+    return text if len(text) <= most else text[: most - 1] + "…"
 
 
 class ConfigErrors(MeshError):

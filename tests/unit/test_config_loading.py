@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mesh.cli import main
@@ -298,6 +298,7 @@ _NOISE = [
         max_size=6,
     )
 )
+@example(edits=[(0.875, 0, "{"), (0.7578125, 0, "\n  "), (0.7578125, 2, "\n  ")])
 def test_a_mangled_example_raises_only_config_errors(
     tmp_path: Path, edits: list[tuple[float, int, str]]
 ) -> None:
