@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from mesh.api.auth import Grant, grants
 from mesh.core.envelope import decode_record
 from mesh.core.errors import MeshError
+from mesh.core.secrets import mask_url_credentials
 from mesh.runtime.store import DeadLetter
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ class NodeAdmin:
                     "index": w.rule.index,
                     "to": w.rule.broker,
                     "topic": w.rule.pattern.text,
-                    "target": w.rule.target.source,
+                    "target": mask_url_credentials(w.rule.target.source),
                     "mode": w.rule.mode,
                     "outbox": w.outbox.depth,
                     "paused": w.paused,

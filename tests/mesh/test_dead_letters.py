@@ -216,3 +216,41 @@ async def test_the_dead_letter_queue_keeps_its_bound_and_counts_what_it_evicts(
         assert node.metrics.get("mesh_dead_letters_evicted_total", reason="max_bytes") == 5
         async with http.get(f"http://127.0.0.1:{node.port}/metrics") as r:
             assert 'mesh_dead_letters_evicted_total{reason="max_bytes"} 5' in await r.text()
+
+
+async def test_webhook_credentials_are_shown_nowhere(
+    tmp_path: Path, sink: Sink, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "pw-secret-9"
+    tag = unique()
+    sink.refuse = {"poison": 400}
+    cfg = node_config(
+        tmp_path,
+        "solo",
+        brokers={"web": {"kind": "http"}},
+        ingress=[{"from": "web", "topic": f"{tag}/#"}],
+        egress=[
+            {
+                "to": "web",
+                "topic": f"{tag}/#",
+                "target": f"http://hookuser:{secret}@127.0.0.1:{sink.port}/hook",
+            }
+        ],
+    )
+    async with Node(cfg).serve() as node, aiohttp.ClientSession() as http:
+        await node.ready()
+        await send(node, tag, ["poison"])
+        await wait_for(
+            lambda: node.metrics.get("mesh_dead_letters_total", reason="egress failed") == 1,
+            what="the dead letter",
+        )
+        shown = []
+        for path in ("/api/egress", "/api/dlq", "/api/stats", "/metrics"):
+            async with http.get(f"http://127.0.0.1:{node.port}{path}") as r:
+                shown.append(await r.text())
+        [entry] = await node.store.dead_letters()
+        assert "answered 400" in entry.reason and "hookuser:***@" in entry.reason
+        shown.append(entry.reason)
+    shown += [r.getMessage() for r in caplog.records]
+    assert not [s for s in shown if secret in s]
+    assert "hookuser:***@" in shown[0]
