@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import orjson
 from aiohttp import web
 
 from mesh.api import auth
@@ -115,8 +116,12 @@ async def _egress_resume(request: web.Request) -> web.Response:
 
 @web.middleware
 async def _authorize(request: web.Request, handler: Handler) -> web.StreamResponse:
-    refusal = auth.check(request, _api(request).api_grants())
+    api = _api(request)
+    refusal = auth.check(request, api.api_grants())
     if refusal is not None:
+        where = "/events" if request.path.startswith("/events/") else "/api"
+        detail = orjson.loads(refusal.body)["detail"] if isinstance(refusal.body, bytes) else ""
+        api.api_refused(request.remote or "?", refusal.status, where, detail)
         return refusal
     return await handler(request)
 

@@ -34,6 +34,13 @@ class NodeAdmin:
             self._grants = (api, grants(pairs))
         return self._grants[1]
 
+    def api_refused(self, remote: str, status: int, where: str, detail: str) -> None:
+        self.node.metrics.inc("mesh_api_refused_total", status=str(status), path=where)
+        # One fault key for every client, so many addresses cannot grow the table.
+        self.node.faults.report(
+            "api", MeshError(f"{status} for {remote} on {where}: {detail}"), what="refused"
+        )
+
     def health(self) -> dict[str, Any]:
         n = self.node
         return {

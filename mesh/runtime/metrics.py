@@ -25,6 +25,8 @@ HELP = {
     "mesh_dead_letters_total": "Events sent to the dead-letter queue, by reason",
     "mesh_dead_letters_evicted_total": "Dead letters evicted by the queue's bounds "
     "(dlq.max_age, dlq.max_bytes), by reason",
+    "mesh_api_refused_total": "HTTP requests refused for a missing or wrong token or a "
+    "non-loopback client, by status and path (/events or /api)",
     "mesh_outbox_depth": "Events waiting in an outbox",
     "mesh_outbox_bytes": "Bytes waiting in an outbox",
     "mesh_link_up": "1 when the peer link is established",

@@ -126,6 +126,12 @@ async def test_events_need_a_token_with_publish(
         )
         assert status == 403 and r.content_type == "application/problem+json"
         assert "'publish'" in body
+        # Each refusal is counted, by status; the log names the client and the reason.
+        m = node.metrics
+        assert m.get("mesh_api_refused_total", status="401", path="/events") == 3
+        assert m.get("mesh_api_refused_total", status="403", path="/events") == 1
+        logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("api ")]
+        assert any("401 for 127.0.0.1 on /events" in line for line in logged), logged
         status, body, _ = await seen.call(
             http, "POST", url, INGEST, data=b"1", headers=event_headers(tag)
         )
