@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import aiohttp
 from aiohttp import web
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from mesh.api.responses import json_response, problem
 from mesh.config import BrokerModel, EgressRule
@@ -50,7 +50,9 @@ BODY_FACTOR = 64  # a request may hold a batch of up to 64 events of the maximum
 class HttpBrokerConfig(BrokerModel):
     kind: Literal["http"]
     timeout: float = Field(10.0, gt=0, description="Seconds per webhook request")
-    headers: dict[str, str] = Field(default_factory=dict, description="Added to every webhook")
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict, description="Added to every webhook (secrets: never shown)"
+    )
 
 
 class HttpBinding:
@@ -96,7 +98,10 @@ class HttpBridge:
     async def connect(self, subscriptions: Sequence[Subscribe]) -> None:
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.cfg.timeout),
-            headers={"user-agent": f"event-mesh-gateway/{self.ctx.node_id}", **self.cfg.headers},
+            headers={
+                "user-agent": f"event-mesh-gateway/{self.ctx.node_id}",
+                **{k: v.get_secret_value() for k, v in self.cfg.headers.items()},
+            },
         )
         if subscriptions:
             if self.ctx.http is None:

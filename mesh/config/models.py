@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 # Re-exported, with the loader, by mesh.config (its __all__ is the public list).
 
-NODE_ID = r"^[a-z0-9][a-z0-9-]*$"
+NODE_ID = r"^[a-z0-9][a-z0-9-]{0,62}$"  # as the link protocol checks it (mesh.core.frames)
 
 
 class _Model(BaseModel):
@@ -21,7 +21,7 @@ class _Model(BaseModel):
 
 
 class NodeSettings(_Model):
-    id: Annotated[str, Field(pattern=NODE_ID, description="Unique in the mesh: [a-z0-9-]")]
+    id: Annotated[str, Field(pattern=NODE_ID, description="Unique in the mesh: [a-z0-9-]{1,63}")]
     region: str = Field("default", description="Region label, informational")
     listen: str = Field(
         "127.0.0.1:7401",
@@ -66,7 +66,7 @@ class Peer(_Model):
 
 
 class AcceptPeer(_Model):
-    id: Annotated[str, Field(pattern=r"^([a-z0-9][a-z0-9-]*|\*)$")] = Field(
+    id: Annotated[str, Field(pattern=r"^([a-z0-9][a-z0-9-]{0,62}|\*)$")] = Field(
         description="Node id allowed to dial in, or '*' for any node holding the token"
     )
     token: SecretStr = Field(min_length=1)

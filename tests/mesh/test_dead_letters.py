@@ -31,9 +31,11 @@ class Sink:
         self.attempts: dict[str, int] = {}
         self.refuse: dict[str, int] = {}  # subject -> status to answer
         self.port = 0
+        self.keys: list[str] = []  # the x-hook-key header of each request
 
     async def hook(self, request: web.Request) -> web.Response:
         subject = request.headers.get("ce-subject", "")
+        self.keys.append(request.headers.get("x-hook-key", ""))
         self.attempts[subject] = self.attempts.get(subject, 0) + 1
         status = self.refuse.get(subject)
         if status is not None:
@@ -227,7 +229,7 @@ async def test_webhook_credentials_are_shown_nowhere(
     cfg = node_config(
         tmp_path,
         "solo",
-        brokers={"web": {"kind": "http"}},
+        brokers={"web": {"kind": "http", "headers": {"x-hook-key": f"key-{secret}"}}},
         ingress=[{"from": "web", "topic": f"{tag}/#"}],
         egress=[
             {
@@ -254,3 +256,4 @@ async def test_webhook_credentials_are_shown_nowhere(
     shown += [r.getMessage() for r in caplog.records]
     assert not [s for s in shown if secret in s]
     assert "hookuser:***@" in shown[0]
+    assert sink.keys == [f"key-{secret}"], "the configured webhook header is sent"

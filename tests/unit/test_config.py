@@ -121,7 +121,7 @@ def test_schema_command_validates_the_examples(capsys: pytest.CaptureFixture[str
 
 
 def test_secrets_are_never_shown_by_the_loaded_configuration() -> None:
-    secrets = ["peer-tok-1", "accept-tok-2", "mqtt-pw-3", "nats-tok-4", "nats-pw-5"]
+    secrets = ["peer-tok-1", "accept-tok-2", "mqtt-pw-3", "nats-tok-4", "nats-pw-5", "hook-6"]
     data = {
         "node": {"id": "a"},
         "brokers": {
@@ -133,6 +133,7 @@ def test_secrets_are_never_shown_by_the_loaded_configuration() -> None:
             },
             "core": {"kind": "nats", "url": "nats://h:4222", "token": secrets[3]},
             "core2": {"kind": "nats", "url": "nats://h:4222", "user": "u", "password": secrets[4]},
+            "web": {"kind": "http", "headers": {"authorization": f"Bearer {secrets[5]}"}},
         },
         "peers": [{"id": "b", "url": "ws://h:7401/mesh", "token": secrets[0]}],
         "accept": [{"id": "c", "token": secrets[1]}],

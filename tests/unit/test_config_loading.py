@@ -466,3 +466,13 @@ def test_the_schema_shows_no_token() -> None:
     token = schema["$defs"]["ApiToken"]["properties"]["token"]
     assert token["writeOnly"] is True and "examples" not in token
     assert schema["properties"]["api"]["$ref"] == "#/$defs/ApiSettings"
+
+
+def test_a_node_id_longer_than_the_link_protocol_allows_fails_validation(tmp_path: Path) -> None:
+    """The link's hello takes ids of at most 63 characters: a longer one in the
+    configuration could never link, so it is refused where it is written."""
+    ok = "n" * 63
+    assert parse_config({"node": {"id": ok}}, "<ok>", env={}, overrides={}).node.id == ok
+    text = f"node: {{id: {'n' * 64}}}\n"
+    [line] = lines_of(tmp_path, text)
+    assert line.startswith("node.id: ")
