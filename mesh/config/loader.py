@@ -581,7 +581,7 @@ def _pydantic_errors(exc: ValidationError, data: Any, kinds: list[str]) -> list[
         if err["type"] == "extra_forbidden":
             message = "unknown key"
         elif err["type"] == "string_pattern_mismatch" and loc.rpartition(".")[2] == "id":
-            hint = "ids use lower-case letters, digits and '-'"
+            hint = "ids use lower-case letters, digits and '-', at most 63"
         out.append(ConfigError(loc, message, hint))
     return out
 

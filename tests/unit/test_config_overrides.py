@@ -133,8 +133,8 @@ def test_overrides_pass_the_cross_field_checks_and_name_the_variable(tmp_path: P
     ]
     # The hint of a check is kept after the variable.
     assert errors(tmp_path, {"MESH_NODE__ID": "Node_A"}) == [
-        "node.id: String should match pattern '^[a-z0-9][a-z0-9-]*$' "
-        "(from MESH_NODE__ID; ids use lower-case letters, digits and '-')"
+        "node.id: String should match pattern '^[a-z0-9][a-z0-9-]{0,62}$' "
+        "(from MESH_NODE__ID; ids use lower-case letters, digits and '-', at most 63)"
     ]
 
 
