@@ -20,6 +20,7 @@ from mesh.core.codec import Mode, encode_http, encode_mqtt
 from mesh.core.envelope import decode_record
 from mesh.core.event import Event
 from mesh.runtime.node import Node
+from mesh.runtime.outbox import Outbox
 from mesh.testing import Mosquitto, NatsServer
 from tests.helpers import MqttClient, node_config, unique, wait_for
 
@@ -175,22 +176,31 @@ async def test_block_stops_acknowledging_and_loses_nothing(
         pub.client.close()
 
 
+async def overflow(
+    node: Node, tag: str, mosquitto: Mosquitto, stream: NatsServer
+) -> tuple[Outbox, Publisher]:
+    """With the stream down, publish N events into the node's small outbox: every
+    one is ingested and acknowledged, and the outbox keeps to its bound."""
+    await node.ready()
+    stream.stop()
+    pub = Publisher(mosquitto.url)
+    await asyncio.to_thread(pub.publish, f"{tag}/in", mqtt_events(tag))
+    await wait_for(
+        lambda: node.metrics.total("mesh_ingress_events_total") == N,
+        30,
+        "every message ingested and acknowledged",
+    )
+    box = node.egress_workers()[0].outbox
+    assert box.bytes <= LIMIT + OVERSHOOT
+    return box, pub
+
+
 async def test_drop_oldest_keeps_accepting_and_counts_what_it_dropped(
     tmp_path: Path, mosquitto: Mosquitto, stream: NatsServer
 ) -> None:
     tag = unique()
     async with make_node(tmp_path, tag, mosquitto.url, stream.url, "drop-oldest").serve() as node:
-        await node.ready()
-        stream.stop()
-        pub = Publisher(mosquitto.url)
-        await asyncio.to_thread(pub.publish, f"{tag}/in", mqtt_events(tag))
-        await wait_for(
-            lambda: node.metrics.total("mesh_ingress_events_total") == N,
-            30,
-            "every message ingested and acknowledged",
-        )
-        box = node.egress_workers()[0].outbox
-        assert box.bytes <= LIMIT + OVERSHOOT
+        box, pub = await overflow(node, tag, mosquitto, stream)
         dropped = node.metrics.get("mesh_dead_letters_total", reason="drop-oldest")
         assert dropped > N // 2
         assert await node.store.dlq_count() == dropped
@@ -209,17 +219,7 @@ async def test_reject_new_keeps_the_first_and_dead_letters_each_new_event_once(
 ) -> None:
     tag = unique()
     async with make_node(tmp_path, tag, mosquitto.url, stream.url, "reject-new").serve() as node:
-        await node.ready()
-        stream.stop()
-        pub = Publisher(mosquitto.url)
-        await asyncio.to_thread(pub.publish, f"{tag}/in", mqtt_events(tag))
-        await wait_for(
-            lambda: node.metrics.total("mesh_ingress_events_total") == N,
-            30,
-            "every message ingested and acknowledged",
-        )
-        box = node.egress_workers()[0].outbox
-        assert box.bytes <= LIMIT + OVERSHOOT
+        box, pub = await overflow(node, tag, mosquitto, stream)
         rejected = node.metrics.get("mesh_dead_letters_total", reason="reject-new")
         assert rejected > N // 2
         dead = await node.store.dead_letters(limit=N)
