@@ -24,6 +24,7 @@ import aiohttp
 import orjson
 import pytest
 
+from mesh.config import MeshConfig
 from mesh.runtime.node import Node
 from mesh.testing import Mosquitto, NatsServer
 from tests.helpers import MqttClient, nats_collect, node_config, unique, wait_for
@@ -57,6 +58,17 @@ def fill(path: Path) -> Path:
                     assert exc.errno == errno.ENOSPC, exc
                     break
     return ballast
+
+
+def receiver(tmp_path: Path, nats_server: NatsServer, tag: str) -> MeshConfig:
+    """Node b: accepts a (token t) and publishes ``tag/#`` to NATS as out.<tag>.<id>."""
+    return node_config(
+        tmp_path,
+        "b",
+        brokers={"bus": {"kind": "nats", "url": nats_server.url}},
+        accept=[{"id": "a", "token": "t"}],
+        egress=[{"to": "bus", "topic": f"{tag}/#", "target": f"out.{tag}.{{id}}"}],
+    )
 
 
 def gauge(net: MeshNet, name: str, metric: str) -> float:
@@ -119,13 +131,7 @@ async def test_a_full_disk_at_the_sending_node_is_backpressure(
     room the same events are accepted and arrive at the other node once."""
     tag = unique("full")
     async with nats_collect(nats_server.url, f"out.{tag}.>") as received:
-        b_cfg = node_config(
-            tmp_path,
-            "b",
-            brokers={"bus": {"kind": "nats", "url": nats_server.url}},
-            accept=[{"id": "a", "token": "t"}],
-            egress=[{"to": "bus", "topic": f"{tag}/#", "target": f"out.{tag}.{{id}}"}],
-        )
+        b_cfg = receiver(tmp_path, nats_server, tag)
         with tmpfs(tmp_path / "a", 32):
             async with Node(b_cfg).serve() as b:
                 await b.ready()
@@ -195,13 +201,7 @@ async def test_a_full_disk_at_a_node_taking_from_mqtt_holds_the_messages_at_the_
     messages, the connection and the link stay up, and once there is room every
     event reaches the other node once."""
     tag = unique("fullmq")
-    b_cfg = node_config(
-        tmp_path,
-        "b",
-        brokers={"bus": {"kind": "nats", "url": nats_server.url}},
-        accept=[{"id": "a", "token": "t"}],
-        egress=[{"to": "bus", "topic": f"{tag}/#", "target": f"out.{tag}.{{id}}"}],
-    )
+    b_cfg = receiver(tmp_path, nats_server, tag)
     client = MqttClient(mosquitto.url)
 
     def events(prefix: str, n: int) -> list[tuple[str, bytes]]:
