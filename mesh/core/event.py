@@ -23,6 +23,7 @@ from typing import Any
 from mesh.core.errors import InvalidEvent
 
 __all__ = [
+    "ATTRIBUTE_NAME",
     "JSON_MEDIA_TYPE",
     "REQUIRED_ATTRIBUTES",
     "AttrValue",
@@ -39,7 +40,7 @@ AttrValue = str | int | bool
 REQUIRED_ATTRIBUTES = ("id", "source", "specversion", "type")
 JSON_MEDIA_TYPE = "application/json"
 _NON_EMPTY = frozenset({"id", "source", "specversion", "type", "dataschema", "subject"})
-_NAME = re.compile(r"[a-z0-9]+")
+ATTRIBUTE_NAME = re.compile(r"[a-z0-9]+")  # what a CloudEvents attribute may be called
 _INT32 = range(-(2**31), 2**31)
 _REQUIRED_SET = frozenset(REQUIRED_ATTRIBUTES)
 _STRING_ONLY = frozenset({"time", "datacontenttype"})
@@ -137,7 +138,9 @@ class Event:
 def valid_names(names: Iterable[str]) -> bool:
     """True if every name is a valid attribute name and the required ones are present."""
     names = set(names)
-    return names >= _REQUIRED_SET and all(_NAME.fullmatch(n) and n != "data" for n in names)
+    return names >= _REQUIRED_SET and all(
+        ATTRIBUTE_NAME.fullmatch(n) and n != "data" for n in names
+    )
 
 
 def validate_attributes(
@@ -202,7 +205,7 @@ def _validate_fully(attrs: Mapping[str, Any]) -> None:
             f"unsupported specversion {attrs['specversion']!r}; expected '1.0'", "specversion"
         )
     for name, value in attrs.items():
-        if not _NAME.fullmatch(name):
+        if not ATTRIBUTE_NAME.fullmatch(name):
             raise InvalidEvent(
                 f"invalid attribute name {name!r}: only a-z and 0-9 are allowed", name
             )

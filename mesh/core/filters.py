@@ -21,13 +21,13 @@ travels with interests between nodes; :func:`canonical` gives it a stable key.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
 
 from mesh.core.errors import CesqlError, FilterError
+from mesh.core.event import ATTRIBUTE_NAME
 
 __all__ = ["MAX_FILTER_BYTES", "MAX_FILTER_DEPTH", "Predicate", "canonical", "compile_filter"]
 
@@ -35,7 +35,6 @@ Predicate = Callable[[Mapping[str, Any]], bool]
 DIALECTS = ("exact", "prefix", "suffix", "all", "any", "not", "sql")
 MAX_FILTER_DEPTH = 32
 MAX_FILTER_BYTES = 64 * 1024
-_PLAIN_NAME = re.compile(r"[a-z0-9]+")  # a CloudEvents attribute name
 
 
 def canonical(spec: Any) -> str:
@@ -94,7 +93,7 @@ def _compile(spec: Any, path: str, depth: int) -> Predicate:
             if not isinstance(k, str) or not k:
                 raise FilterError(f"{where}: attribute names must be non-empty strings")
             if not isinstance(v, str) or not v:
-                name = k if _PLAIN_NAME.fullmatch(k) else repr(k)  # one line, whatever k holds
+                name = k if ATTRIBUTE_NAME.fullmatch(k) else repr(k)  # one line, whatever k holds
                 raise FilterError(f"{where}.{name}: value must be a non-empty string, got {v!r}")
             pairs.append((k, v))
         return _string_match(dialect, tuple(pairs))
