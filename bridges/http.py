@@ -30,7 +30,6 @@ from mesh.config import BrokerModel, EgressRule
 from mesh.core.codec import Mode, decode_http, encode_http
 from mesh.core.errors import BrokerUnavailable, InvalidEvent, InvalidTopic, Overloaded, PublishError
 from mesh.core.event import Event
-from mesh.core.secrets import mask_url_credentials
 from mesh.core.topics import MESH_SYNTAX, Pattern
 from mesh.plugins import (
     BridgeContext,
@@ -78,10 +77,9 @@ def _mapped(broker: str, url: str) -> Iterator[None]:
         yield
     except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:
         # NonHttpUrlClientError (ftp://...) is not an InvalidURL in aiohttp.
-        raise InvalidTopic(broker, mask_url_credentials(url), "not a valid http(s) URL") from exc
+        raise InvalidTopic(broker, url, "not a valid http(s) URL") from exc
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        reason = f"webhook {url} failed: {exc or type(exc).__name__}"
-        raise PublishError(broker, mask_url_credentials(reason)) from exc
+        raise PublishError(broker, f"webhook {url} failed: {exc or type(exc).__name__}") from exc
 
 
 class HttpBridge:
@@ -166,7 +164,6 @@ class HttpBridge:
         if 200 <= resp.status < 300:
             return None
         reason = f"webhook {m.topic} answered {resp.status} {resp.reason or ''}".rstrip()
-        reason = mask_url_credentials(reason)
         retry_after = _retry_after(resp.headers.get("Retry-After"))
         permanent = 400 <= resp.status < 500 and resp.status not in (408, 429)
         return PublishError(self.name, reason, permanent=permanent, retry_after=retry_after)

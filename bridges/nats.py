@@ -50,7 +50,6 @@ from mesh.core.errors import (
     PublishError,
 )
 from mesh.core.event import Event
-from mesh.core.secrets import mask_url_credentials
 from mesh.core.templates import literal_text
 from mesh.core.topics import TopicSyntax
 from mesh.plugins import BridgeContext, BridgeSpec, Capabilities, Delivery, Message, Subscribe
@@ -202,7 +201,7 @@ class NatsBridge:
 
         nc = Client()
         try:
-            with _mapped(self.name, f"cannot connect to {mask_url_credentials(self.cfg.url)}"):
+            with _mapped(self.name, f"cannot connect to {self.cfg.url}"):
                 await nc.connect(
                     self.cfg.url,
                     name=f"mesh-{self.ctx.node_id}-{self.name}",

@@ -29,6 +29,8 @@ bug that its supervisor logs, counts and restarts from.
 
 from __future__ import annotations
 
+from mesh.core.secrets import mask_url_credentials
+
 __all__ = [
     "Backpressure",
     "BridgeError",
@@ -155,6 +157,8 @@ class BridgeError(MeshError):
     """A local broker failed."""
 
     def __init__(self, broker: str, reason: str) -> None:
+        # A reason may quote a URL (a webhook, a server): never its password.
+        reason = mask_url_credentials(reason)
         self.broker = broker
         self.reason = reason
         super().__init__(f"broker {broker}: {reason}")

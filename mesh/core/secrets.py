@@ -1,8 +1,9 @@
 """Keeping secrets out of what a node shows: URLs with credentials, masked.
 
 A webhook target or broker URL may carry a password (``https://user:pw@host/``).
-Whatever a node prints, logs, stores as a reason or answers in ``/api/*``
-passes through :func:`mask_url_credentials` first.
+Every bridge error masks its reason with :func:`mask_url_credentials` (so
+publish failures, their logs and dead letters never carry one), and so does
+``/api/egress`` for the targets it lists.
 """
 
 from __future__ import annotations
