@@ -9,13 +9,15 @@ time is refused by ``mesh validate`` first.
 
 from __future__ import annotations
 
+import os
 import re
+import ssl
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from mesh.config.models import EgressRule, IngressRule
+from mesh.config.models import EgressRule, IngressRule, NodeTls, PeerTls
 from mesh.core.errors import ConfigError, FilterError, MeshError, TemplateError
 from mesh.core.filters import compile_filter
 from mesh.core.templates import Template
@@ -75,6 +77,10 @@ def semantic_errors(data: dict[str, Any], specs: Mapping[str, BridgeSpec]) -> li
     node = data.get("node") if isinstance(data.get("node"), dict) else {}
     node_id = node.get("id") if isinstance(node, dict) else None
 
+    node_tls = tolerant(NodeTls, node.get("tls")) if isinstance(node, dict) else None
+    if node_tls is not None:
+        _check_node_tls(errors, node_tls)
+
     ingress = data.get("ingress")
     for i, raw in enumerate(ingress if isinstance(ingress, list) else []):
         rule = tolerant(IngressRule, raw)
@@ -95,6 +101,7 @@ def semantic_errors(data: dict[str, Any], specs: Mapping[str, BridgeSpec]) -> li
             continue
         if pid == node_id:
             errors.append(ConfigError(f"peers[{i}].id", "a node cannot peer with itself"))
+        _check_peer_tls(errors, f"peers[{i}]", raw)
         if pid in seen:
             errors.append(
                 ConfigError(
@@ -103,6 +110,79 @@ def semantic_errors(data: dict[str, Any], specs: Mapping[str, BridgeSpec]) -> li
             )
         seen[pid] = i
     return errors
+
+
+def _unreadable(path: Any) -> str | None:
+    """Why the file at ``path`` cannot be read, or None."""
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError as exc:
+        return f"cannot read {os.fspath(path)}: {exc.strerror or exc}"
+    return None
+
+
+def _check_files(errors: list[ConfigError], path: str, files: dict[str, Any]) -> bool:
+    """Report the files that cannot be read, each under its key; True if all can."""
+    ok = True
+    for key, file in files.items():
+        if file is not None and (problem := _unreadable(file)) is not None:
+            errors.append(ConfigError(f"{path}.{key}", problem))
+            ok = False
+    return ok
+
+
+def _check_loads(errors: list[ConfigError], path: str, tls: NodeTls | PeerTls) -> None:
+    """Load the files as the node will, so a bad PEM or a key of another cert is found now."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if tls.cert is not None and tls.key is not None:
+        try:
+            ctx.load_cert_chain(tls.cert, tls.key)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            errors.append(
+                ConfigError(
+                    f"{path}.cert",
+                    f"certificate and key do not load: {exc}",
+                    "PEM files; the key must belong to the first certificate",
+                )
+            )
+    if tls.ca is not None:
+        try:
+            ctx.load_verify_locations(cafile=tls.ca)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            errors.append(ConfigError(f"{path}.ca", f"CA certificates do not load: {exc}"))
+
+
+def _check_node_tls(errors: list[ConfigError], tls: NodeTls) -> None:
+    files = {"cert": tls.cert, "key": tls.key, "ca": tls.ca}
+    if _check_files(errors, "node.tls", files):
+        _check_loads(errors, "node.tls", tls)
+    if tls.client_auth != "none" and tls.ca is None:
+        errors.append(
+            ConfigError(
+                "node.tls.ca",
+                f"client_auth {tls.client_auth} needs the CA that client certificates chain to",
+                "set node.tls.ca, or client_auth: none",
+            )
+        )
+
+
+def _check_peer_tls(errors: list[ConfigError], path: str, raw: dict[str, Any]) -> None:
+    tls = tolerant(PeerTls, raw.get("tls"))
+    if tls is None:
+        return
+    url = raw.get("url")
+    if isinstance(url, str) and not url.startswith("wss://"):
+        errors.append(
+            ConfigError(
+                f"{path}.tls",
+                "a tls block needs a wss:// url",
+                f"url is {url.split('://')[0]}://; use wss://, or remove tls",
+            )
+        )
+    files = {"ca": tls.ca, "cert": tls.cert, "key": tls.key}
+    if _check_files(errors, f"{path}.tls", files):
+        _check_loads(errors, f"{path}.tls", tls)
 
 
 def _brokers(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 # Re-exported, with the loader, by mesh.config (its __all__ is the public list).
 
@@ -18,6 +18,51 @@ NODE_ID = r"^[a-z0-9][a-z0-9-]{0,62}$"  # as the link protocol checks it (mesh.c
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+ClientAuth = Literal["required", "optional", "none"]
+
+
+class NodeTls(_Model):
+    """TLS on the node's listener: with it, the node serves HTTPS and WSS only."""
+
+    cert: Path = Field(
+        description="PEM file with the node's certificate chain (leaf first); "
+        "a relative path is taken from the node's working directory, like data_dir",
+    )
+    key: Path = Field(description="PEM file with the private key of cert")
+    ca: Path | None = Field(
+        None,
+        description="PEM file with the CA certificate(s) that peer client certificates "
+        "must chain to; needed when client_auth is required or optional",
+    )
+    client_auth: ClientAuth = Field(
+        "none",
+        description="required: every client (peers, API and ingress clients) must present a "
+        "certificate from ca, or the TLS handshake fails; optional: one is verified if "
+        "presented; none: none is asked for. A verified certificate on a peer link must "
+        "name the node id of the hello (SAN DNS or URI, else the subject CN)",
+    )
+
+
+class PeerTls(_Model):
+    """TLS for dialling a wss:// peer: whom to trust and which certificate to present."""
+
+    ca: Path | None = Field(
+        None,
+        description="PEM file with the CA(s) the peer's server certificate must chain to; "
+        "default: the system's CAs",
+    )
+    cert: Path | None = Field(
+        None, description="PEM file with this node's client certificate chain, for mutual TLS"
+    )
+    key: Path | None = Field(None, description="PEM file with the private key of cert")
+
+    @model_validator(mode="after")
+    def _pair(self) -> PeerTls:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key go together: give both or neither")
+        return self
 
 
 class NodeSettings(_Model):
@@ -29,6 +74,9 @@ class NodeSettings(_Model):
         "HTTP ingress at /events/<topic>, admin API at /api",
     )
     data_dir: Path = Field(Path("var/node"), description="Where durable state is kept")
+    tls: NodeTls | None = Field(
+        None, description="Serve TLS (HTTPS, WSS) on listen, nothing in clear; default: plain"
+    )
 
     @field_validator("listen")
     @classmethod
@@ -63,6 +111,11 @@ class Peer(_Model):
     url: str = Field(pattern=r"^wss?://")
     token: SecretStr = Field(min_length=1, description="Shared secret; both sides must agree")
     outbox: OutboxSettings | None = Field(None, description="Default: the node's outbox")
+    tls: PeerTls | None = Field(
+        None,
+        description="For a wss:// url: CA to verify the peer against (default: the system's) "
+        "and the client certificate to present",
+    )
 
 
 class AcceptPeer(_Model):
