@@ -30,7 +30,10 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import socket
+import ssl
 import time
+import urllib.parse
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -39,6 +42,7 @@ from aiohttp import web
 
 from mesh.config import AcceptPeer, Limits, Peer
 from mesh.core import frames
+from mesh.core.certs import identity_mismatch
 from mesh.core.envelope import decode_batch_frame, decode_record, encode_batch_frame
 from mesh.core.errors import (
     EventError,
@@ -54,6 +58,7 @@ from mesh.runtime.lifecycle import Faults, cancel_and_wait, supervise
 from mesh.runtime.metrics import Metrics
 from mesh.runtime.router import Router
 from mesh.runtime.store import DeadLetter
+from mesh.runtime.tls import client_context
 
 __all__ = ["LinkHost", "LinkSession", "accept_link", "dial_once"]
 
@@ -388,8 +393,14 @@ async def _run_all(coros: dict[str, Any], name: str) -> None:
 # -- handshake ---------------------------------------------------------------------
 
 
-def _check_hello(host: LinkHost, hello: frames.Hello | str) -> str | None:
-    """The reason to refuse this hello, or None to accept it."""
+def _check_hello(
+    host: LinkHost, hello: frames.Hello | str, peercert: dict[str, Any] | None = None
+) -> str | None:
+    """The reason to refuse this hello, or None to accept it.
+
+    ``peercert`` is the connection's verified client certificate, if any
+    (:meth:`ssl.SSLSocket.getpeercert`): it must name the node id claimed.
+    """
     if isinstance(hello, str):
         return hello
     node = hello.node
@@ -411,6 +422,8 @@ def _check_hello(host: LinkHost, hello: frames.Hello | str) -> str | None:
     matches = [hmac.compare_digest(a.token.get_secret_value().encode(), given) for a in candidates]
     if not any(matches):
         return f"wrong token for node {node!r}"
+    if (mismatch := identity_mismatch(peercert, node)) is not None:
+        return mismatch
     if node in host.dialing and node in host.sessions and host.node_id < node:
         return f"duplicate link: {host.node_id} already dials {node}"
     return None
@@ -449,7 +462,7 @@ async def accept_link(host: LinkHost, request: web.Request) -> web.StreamRespons
         hello = f"no hello within {HELLO_TIMEOUT:.0f}s"
     finally:
         host.pending_hellos -= 1
-    reason = _check_hello(host, hello)
+    reason = _check_hello(host, hello, _peercert(request))
     if reason is not None or isinstance(hello, str):
         reason = reason or "expected a hello frame"
         who = hello.node if isinstance(hello, frames.Hello) else "?"
@@ -468,6 +481,16 @@ async def accept_link(host: LinkHost, request: web.Request) -> web.StreamRespons
     session = LinkSession(host, hello.node, hello.region, ws, dialed=False, version=version)
     await supervise(f"link[{hello.node}]", session.run, faults=host.faults, restart=False)
     return ws
+
+
+def _peercert(request: web.Request) -> dict[str, Any] | None:
+    """The client certificate the TLS handshake verified, or None (no TLS, no certificate).
+
+    With ``client_auth: none`` the listener asks for none, so an empty one comes back.
+    """
+    transport = request.transport
+    cert = transport.get_extra_info("peercert") if transport is not None else None
+    return cert if isinstance(cert, dict) and cert else None
 
 
 async def _handshake(
@@ -493,10 +516,17 @@ async def dial_once(
 ) -> None:
     """Dial ``peer`` and run the link until it drops; raise why it ended."""
     timeout = aiohttp.ClientTimeout(total=None, connect=5.0, sock_connect=5.0)
+    tls: ssl.SSLContext | bool = True
+    if peer.url.startswith("wss://"):
+        # Built at each dial, so a reload's new files apply to the next one.
+        try:
+            tls = await asyncio.to_thread(client_context, peer.tls)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise LinkError(peer.id, f"cannot load the TLS files of peer {peer.id}: {exc}") from exc
     try:
         async with (
             aiohttp.ClientSession(timeout=timeout) as http,
-            http.ws_connect(peer.url, heartbeat=HEARTBEAT, max_msg_size=MAX_FRAME) as ws,
+            http.ws_connect(peer.url, heartbeat=HEARTBEAT, max_msg_size=MAX_FRAME, ssl=tls) as ws,
         ):
             welcome = await _handshake(host, peer, ws)
             session = LinkSession(
@@ -509,7 +539,59 @@ async def dial_once(
             on_refused(exc.reason)
         raise
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        why = _tls_failure(exc)
+        if why is None and isinstance(tls, ssl.SSLContext) and _disconnected(exc):
+            why = await asyncio.to_thread(_tls_probe, peer.url, tls)
+        if why is not None:
+            raise LinkError(peer.id, f"TLS handshake with {peer.url} failed: {why}") from exc
         raise LinkError(
             peer.id, f"cannot connect to {peer.url}: {exc or type(exc).__name__}"
         ) from exc
     raise LinkError(peer.id, "the link was closed")
+
+
+def _tls_failure(exc: BaseException) -> str | None:
+    """What failed in TLS, if an SSL error is the exception or behind it."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLError | aiohttp.ClientSSLError):
+            return str(seen) or type(seen).__name__
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _disconnected(exc: BaseException) -> bool:
+    return isinstance(exc, aiohttp.ServerDisconnectedError | ConnectionResetError)
+
+
+def _tls_probe(url: str, ctx: ssl.SSLContext, timeout: float = 3.0) -> str | None:
+    """Why the server at ``url`` ends a TLS session at once, or None if it does not.
+
+    With TLS 1.3 a server checks the client certificate after the client's half
+    of the handshake; an asyncio server that refuses it closes the connection,
+    and aiohttp only says "Server disconnected". A blocking socket reads the
+    alert when one is sent, else sees the session end before any answer to a
+    request. Runs in a thread, only after such a disconnect.
+    """
+    parsed = urllib.parse.urlsplit(url)
+    host, port = parsed.hostname or "", parsed.port or 443
+    try:
+        with (
+            socket.create_connection((host, port), timeout=timeout) as raw,
+            ctx.wrap_socket(raw, server_hostname=host) as conn,
+        ):
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n")
+            if conn.recv(1):
+                return None
+    except ssl.SSLError as exc:
+        return str(exc)
+    except (ConnectionResetError, BrokenPipeError):
+        pass
+    except (OSError, ValueError):
+        return None
+    return (
+        "the server ended the session right after the handshake: it refused this "
+        "node's client certificate (not from its CA) or wanted one (peers[].tls.cert)"
+    )

@@ -58,6 +58,7 @@ from mesh.runtime.metrics import Labels, Metrics
 from mesh.runtime.outbox import Outboxes, OutboxPolicy
 from mesh.runtime.router import Router
 from mesh.runtime.store import open_store
+from mesh.runtime.tls import ServerTls
 
 __all__ = ["Node"]
 
@@ -106,6 +107,7 @@ class Node:
         self.drain_timeout = drain_timeout
         self.started = time.time()
         self.port = 0
+        self.tls: ServerTls | None = None  # the listener's TLS, while serving
         self._bridges: dict[str, Bridge] = {}
         self._ready: dict[str, asyncio.Event] = {}
         self._stopping = asyncio.Event()
@@ -147,13 +149,27 @@ class Node:
             )
             runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0, access_log=None)
             await runner.setup()
+            if self.config.node.tls is not None:
+                self.tls = await ServerTls.load(self.config.node.tls)
             site = web.TCPSite(
-                runner, self.config.node.host, self.config.node.port, reuse_address=True
+                runner,
+                self.config.node.host,
+                self.config.node.port,
+                reuse_address=True,
+                ssl_context=self.tls.context if self.tls is not None else None,
             )
             await site.start()
             self.port = _bound_port(runner, self.config.node.port)
             self.started = time.time()
-            log.info("node %s listening on %s:%d", self.node_id, self.config.node.host, self.port)
+            log.info(
+                "node %s listening on %s:%d%s",
+                self.node_id,
+                self.config.node.host,
+                self.port,
+                f" (TLS, client certificates {self.config.node.tls.client_auth})"
+                if self.config.node.tls is not None
+                else "",
+            )
             await self._restore_routes()
             async with asyncio.TaskGroup() as tg:
                 self._scope = TaskScope(
@@ -311,7 +327,24 @@ class Node:
             if getattr(config.node, key) != getattr(self.config.node, key):
                 err = ConfigError(f"node.{key}", "cannot change while running", "restart the node")
                 raise ConfigErrors("reload", [err])
+        old_tls, new_tls = self.config.node.tls, config.node.tls
+        if (old_tls is None) != (new_tls is None):
+            what = "added" if new_tls is not None else "removed"
+            err = ConfigError(
+                "node.tls",
+                f"cannot be {what} while running (the listener would change between clear and TLS)",
+                "restart the node",
+            )
+            raise ConfigErrors("reload", [err])
         self._check_bridges(config)
+        if self.tls is not None and new_tls is not None:
+            try:
+                await self.tls.reload(new_tls)
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                err = ConfigError("node.tls", f"certificates do not load: {exc}")
+                raise ConfigErrors("reload", [err]) from exc
+            if new_tls != old_tls:
+                log.info("node.tls reloaded: new handshakes use the new certificates")
         await self._apply(config)
         log.info("configuration reloaded", extra={"node": self.node_id})
 
