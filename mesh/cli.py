@@ -10,6 +10,10 @@ mesh reload | dlq | egress ...       change a running node
 Commands that call a node's API send ``--token`` (default: the
 ``MESH_API_TOKEN`` environment variable) as ``Authorization: Bearer``; a node
 with ``api.tokens`` needs one with ``read`` to show and ``admin`` to change.
+An ``https://`` node is verified against ``--cacert`` (default:
+``MESH_API_CACERT``, else the system's CAs); ``--cert``/``--key``
+(``MESH_API_CERT``/``MESH_API_KEY``) present a client certificate to a node
+with ``node.tls.client_auth: required``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import json
 import logging
 import os
 import signal
+import ssl
 import sys
 import time
 import urllib.error
@@ -143,7 +148,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
     url = _admin_url(args) + "/api/reload"
     req = _request("POST", url, args)
     try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
+        with urllib.request.urlopen(req, timeout=30, context=_tls(args)) as resp:
             data = json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         if exc.code in (401, 403):
@@ -155,6 +160,20 @@ def cmd_reload(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     print(f"node {data['node']}: reloaded ({data['egress']} egress, {data['peers']} peers)")
     return EXIT_OK
+
+
+def _tls(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The client context for an https:// node: its CA, and a client certificate if given."""
+    cafile = getattr(args, "cacert", None) or os.environ.get("MESH_API_CACERT") or None
+    cert = getattr(args, "cert", None) or os.environ.get("MESH_API_CERT") or None
+    key = getattr(args, "key", None) or os.environ.get("MESH_API_KEY") or None
+    try:
+        ctx = ssl.create_default_context(cafile=cafile)
+        if cert:
+            ctx.load_cert_chain(cert, key)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        raise SystemExit(f"cannot load the TLS files for the node's API: {exc}") from None
+    return ctx
 
 
 def _token(args: argparse.Namespace) -> str | None:
@@ -186,7 +205,8 @@ def _refused(method: str, url: str, exc: urllib.error.HTTPError) -> str:
 
 def _call(method: str, url: str, args: argparse.Namespace) -> Any:
     try:
-        with urllib.request.urlopen(_request(method, url, args), timeout=30) as resp:
+        req = _request(method, url, args)
+        with urllib.request.urlopen(req, timeout=30, context=_tls(args)) as resp:
             return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         if exc.code in (401, 403):
@@ -265,8 +285,9 @@ def _admin_url(args: argparse.Namespace) -> str:
         cfg = load_config(args.config)
         host = cfg.node.host
         host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-        return f"http://{host}:{cfg.node.port}"
-    raise SystemExit("give --url http://host:port or -c CONFIG_FILE")
+        scheme = "https" if cfg.node.tls is not None else "http"
+        return f"{scheme}://{host}:{cfg.node.port}"
+    raise SystemExit("give --url http(s)://host:port or -c CONFIG_FILE")
 
 
 def _get(url: str, args: argparse.Namespace) -> Any:
@@ -326,6 +347,17 @@ def _token_option(p: argparse.ArgumentParser) -> None:
         "--token",
         help="bearer token for the node's API (default: $MESH_API_TOKEN)",
     )
+    p.add_argument(
+        "--cacert",
+        metavar="PATH",
+        help="CA file to verify an https:// node (default: $MESH_API_CACERT, else system CAs)",
+    )
+    p.add_argument(
+        "--cert",
+        metavar="PATH",
+        help="client certificate for a node requiring one (default: $MESH_API_CERT)",
+    )
+    p.add_argument("--key", metavar="PATH", help="the key of --cert (default: $MESH_API_KEY)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -347,7 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         q = sub.add_parser(name, help=text)
         q.add_argument("-c", "--config", help="the node's configuration file")
-        q.add_argument("--url", help="the node's admin URL, e.g. http://127.0.0.1:7401")
+        q.add_argument(
+            "--url", help="the node's admin URL, e.g. http://127.0.0.1:7401 or https://..."
+        )
         q.add_argument("--json", action="store_true")
         _token_option(q)
         q.set_defaults(func=fn)
@@ -361,7 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("index", nargs="?", type=int)
     for q in (d, e):
         q.add_argument("-c", "--config", help="the node's configuration file")
-        q.add_argument("--url", help="the node's admin URL, e.g. http://127.0.0.1:7401")
+        q.add_argument(
+            "--url", help="the node's admin URL, e.g. http://127.0.0.1:7401 or https://..."
+        )
         q.add_argument("--json", action="store_true")
         _token_option(q)
     d.set_defaults(func=cmd_dlq)

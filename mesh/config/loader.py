@@ -85,10 +85,12 @@ log = logging.getLogger(__name__)
 MAX_FILE_BYTES = 16 << 20
 MAX_DEPTH = 64
 
-# MESH_ variables that are not overrides. MESH_API_TOKEN is the CLI's own;
-# MESH_SHARED_DIR is read by the test harness (tests/shared.py) and is set in
-# the environment of the nodes the tests start.
-EXEMPT = frozenset({"MESH_API_TOKEN", "MESH_SHARED_DIR"})
+# MESH_ variables that are not overrides. MESH_API_TOKEN and MESH_API_CACERT,
+# _CERT, _KEY are the CLI's own; MESH_SHARED_DIR is read by the test harness
+# (tests/shared.py) and is set in the environment of the nodes the tests start.
+EXEMPT = frozenset(
+    {"MESH_API_TOKEN", "MESH_API_CACERT", "MESH_API_CERT", "MESH_API_KEY", "MESH_SHARED_DIR"}
+)
 PREFIX = "MESH_"
 
 # -- strict YAML -------------------------------------------------------------------
