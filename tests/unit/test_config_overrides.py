@@ -149,7 +149,7 @@ def test_overrides_pass_the_cross_field_checks_and_name_the_variable(tmp_path: P
         (
             "MESH_NODE__LISTN",
             "MESH_NODE__LISTN: names no configuration key "
-            "(node has no key 'listn'; known: data_dir, id, listen, region)",
+            "(node has no key 'listn'; known: data_dir, id, listen, region, tls)",
         ),
         (
             "MESH_BROKERS__COREBUS__KEEPALIVE",  # an MQTT key on a NATS broker
@@ -179,7 +179,7 @@ def test_overrides_pass_the_cross_field_checks_and_name_the_variable(tmp_path: P
         (
             "MESH_NODE___ID",
             "MESH_NODE___ID: names no configuration key "
-            "(node has no key '_id'; known: data_dir, id, listen, region)",
+            "(node has no key '_id'; known: data_dir, id, listen, region, tls)",
         ),
         (
             "MESH_NODE____ID",
@@ -254,7 +254,7 @@ def test_the_process_environment_is_the_default(
             "MESH_NODE__LISTN",
             "0.0.0.0:1",
             "  MESH_NODE__LISTN: names no configuration key (node has no key 'listn'; known: "
-            "data_dir, id, listen, region)",
+            "data_dir, id, listen, region, tls)",
         ),
         (
             "MESH_NODE",
