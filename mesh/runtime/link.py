@@ -60,7 +60,7 @@ from mesh.runtime.router import Router
 from mesh.runtime.store import DeadLetter
 from mesh.runtime.tls import client_context
 
-__all__ = ["LinkHost", "LinkSession", "accept_link", "dial_once"]
+__all__ = ["LinkHost", "LinkSession", "accept_link", "dial_once", "token_refusal"]
 
 log = logging.getLogger(__name__)
 HELLO_TIMEOUT = 10.0
@@ -118,6 +118,7 @@ class LinkSession:
         self.changed.set()
         self.sent = 0
         self.received = 0
+        self.token: str | None = None  # the token an accepted peer linked with
         self._task: asyncio.Task[None] | None = None
         # Batches wait here so acks and interests keep flowing while one is routed;
         # the credit we granted bounds it (enforced in _reader).
@@ -393,6 +394,25 @@ async def _run_all(coros: dict[str, Any], name: str) -> None:
 # -- handshake ---------------------------------------------------------------------
 
 
+def token_refusal(accept: list[AcceptPeer], node: str, token: str) -> str | None:
+    """Why ``accept`` does not admit ``node`` holding ``token``, or None if it does.
+
+    Asked at the hello and again at every reload, so a rotated or withdrawn
+    token closes the links it had admitted.
+    """
+    # An id with an entry of its own is claimed with that entry's token only:
+    # a wildcard entry's token cannot speak for it.
+    candidates = [a for a in accept if a.id == node] or [a for a in accept if a.id == "*"]
+    if not candidates:
+        return f"node {node!r} is not allowed to connect (not in accept)"
+    given = token.encode()
+    # Every candidate is compared (constant time each, no early exit).
+    matches = [hmac.compare_digest(a.token.get_secret_value().encode(), given) for a in candidates]
+    if not any(matches):
+        return f"wrong token for node {node!r}"
+    return None
+
+
 def _check_hello(
     host: LinkHost, hello: frames.Hello | str, peercert: dict[str, Any] | None = None
 ) -> str | None:
@@ -412,16 +432,8 @@ def _check_hello(
         )
     if node == host.node_id:
         return f"node id {node!r} is this node's own id"
-    # An id with an entry of its own is claimed with that entry's token only:
-    # a wildcard entry's token cannot speak for it.
-    candidates = [a for a in host.accept if a.id == node] or [a for a in host.accept if a.id == "*"]
-    if not candidates:
-        return f"node {node!r} is not allowed to connect (not in accept)"
-    given = hello.token.encode()
-    # Every candidate is compared (constant time each, no early exit).
-    matches = [hmac.compare_digest(a.token.get_secret_value().encode(), given) for a in candidates]
-    if not any(matches):
-        return f"wrong token for node {node!r}"
+    if (refusal := token_refusal(host.accept, node, hello.token)) is not None:
+        return refusal
     if (mismatch := identity_mismatch(peercert, node)) is not None:
         return mismatch
     if node in host.dialing and node in host.sessions and host.node_id < node:
@@ -479,6 +491,7 @@ async def accept_link(host: LinkHost, request: web.Request) -> web.StreamRespons
         )
     )
     session = LinkSession(host, hello.node, hello.region, ws, dialed=False, version=version)
+    session.token = hello.token  # re-checked at every reload (token_refusal)
     await supervise(f"link[{hello.node}]", session.run, faults=host.faults, restart=False)
     return ws
 

@@ -30,6 +30,8 @@ HELP = {
     "mesh_outbox_depth": "Events waiting in an outbox",
     "mesh_outbox_bytes": "Bytes waiting in an outbox",
     "mesh_link_up": "1 when the peer link is established",
+    "mesh_link_closed_by_reload_total": "Accepted links closed by a reload because their "
+    "id or token is no longer accepted, by peer",
 }
 
 

@@ -53,7 +53,7 @@ from mesh.runtime.egress import EgressWorker
 from mesh.runtime.inbox import Inbox
 from mesh.runtime.ingress import Ingress
 from mesh.runtime.lifecycle import Drain, Faults, TaskScope, cancel_and_wait
-from mesh.runtime.link import LinkSession, accept_link, dial_once
+from mesh.runtime.link import LinkSession, accept_link, dial_once, token_refusal
 from mesh.runtime.metrics import Labels, Metrics
 from mesh.runtime.outbox import Outboxes, OutboxPolicy
 from mesh.runtime.router import Router
@@ -280,11 +280,18 @@ class Node:
                 )
                 task = self._spawn(f"link[{pid}]", body, Backoff(0.2, 15.0))
                 self._dial_tasks[pid] = (peer, task)
-        # Accepted links that are no longer allowed are closed.
+        # Accepted links that are no longer allowed are closed: the id was removed,
+        # or the token it linked with no longer admits it (rotated or withdrawn).
         for pid, session in list(self.sessions.items()):
-            if not session.dialed and not any(a.id in (pid, "*") for a in self.accept):
+            if session.dialed:
+                continue
+            reason = token_refusal(self.accept, pid, session.token or "")
+            if reason is not None:
+                log.warning("link %s closed by reload: %s", pid, reason, extra={"peer": pid})
+                self.metrics.inc("mesh_link_closed_by_reload_total", peer=pid)
                 await session.close()
-                self.table.forget_peer(pid)
+                if not any(a.id in (pid, "*") for a in self.accept):
+                    self.table.forget_peer(pid)
         self.routes_changed()
 
     def _ingress_rules(self, config: MeshConfig) -> list[IngressRule]:

@@ -171,3 +171,41 @@ async def test_connections_in_their_hello_are_bounded(tmp_path: Path) -> None:
             await wait_for(lambda: "site-a" in b.sessions, 10, "the real peer linked")
         for ws in idle:
             await ws.close()
+
+
+async def test_a_rotated_token_closes_the_links_it_admitted_and_only_those(
+    tmp_path: Path,
+) -> None:
+    """A rotated token used to leave the old link up; reload now closes it, while a
+    link whose token still matches stays the same session."""
+    accept = [{"id": "site-a", "token": "old-a"}, {"id": "site-c", "token": "c-token"}]
+    b_cfg = node_config(tmp_path, "site-b", accept=accept)
+    async with Node(b_cfg).serve() as b:
+        url = f"ws://127.0.0.1:{b.port}/mesh"
+
+        def dialer(node_id: str, token: str) -> Node:
+            cfg = node_config(
+                tmp_path / node_id, node_id, peers=[{"id": "site-b", "url": url, "token": token}]
+            )
+            return Node(cfg)
+
+        async with dialer("site-a", "old-a").serve() as a, dialer("site-c", "c-token").serve():
+            await wait_for(lambda: {"site-a", "site-c"} <= set(b.sessions), what="both links")
+            kept = b.sessions["site-c"]
+            rotated = [{"id": "site-a", "token": "new-a"}, accept[1]]
+            await b.reload(node_config(tmp_path, "site-b", accept=rotated))
+            await wait_for(lambda: "site-a" not in b.sessions, what="site-a's link closed")
+            assert b.metrics.get("mesh_link_closed_by_reload_total", peer="site-a") == 1
+            # The old token no longer gets in: site-a's redial is refused.
+            await wait_for(lambda: a.refusals.get("site-b"), what="site-a's redial refused")
+            assert "wrong token for node 'site-a'" in a.refusals["site-b"]
+            assert b.sessions.get("site-c") is kept
+            # With the new token it links again.
+            new_a = node_config(
+                tmp_path / "site-a",
+                "site-a",
+                peers=[{"id": "site-b", "url": url, "token": "new-a"}],
+            )
+            await a.reload(new_a)
+            await wait_for(lambda: "site-a" in b.sessions, what="site-a linked with the new token")
+            assert b.sessions.get("site-c") is kept
