@@ -65,6 +65,8 @@ __all__ = ["LinkHost", "LinkSession", "accept_link", "dial_once", "token_refusal
 log = logging.getLogger(__name__)
 HELLO_TIMEOUT = 10.0
 HEARTBEAT = 5.0
+BEACON = HEARTBEAT / 2  # a no-op control frame, so an idle link still shows it is alive
+STALE_AFTER = 2 * HEARTBEAT  # a session silent this long may be taken over by a new hello
 MAX_FRAME = 64 << 20
 CLOSE_REFUSED = 4001
 CLOSE_PROTOCOL = 4002
@@ -119,6 +121,7 @@ class LinkSession:
         self.sent = 0
         self.received = 0
         self.token: str | None = None  # the token an accepted peer linked with
+        self.last_seen = time.monotonic()  # any frame from the peer, beacons included
         self._task: asyncio.Task[None] | None = None
         # Batches wait here so acks and interests keep flowing while one is routed;
         # the credit we granted bounds it (enforced in _reader).
@@ -153,6 +156,7 @@ class LinkSession:
                     "receiver": self._receiver(),
                     "sender": self._sender(),
                     "advertiser": self._advertiser(),
+                    "beacon": self._beacon(),
                 },
                 f"link[{peer}]",
             )
@@ -171,6 +175,10 @@ class LinkSession:
                 await self.ws.close()
             log.info("link %s down", peer, extra={"peer": peer})
 
+    def alive(self) -> bool:
+        """True while the peer has sent something within ``STALE_AFTER`` seconds."""
+        return time.monotonic() - self.last_seen < STALE_AFTER
+
     async def close(self) -> None:
         task = self._task
         with contextlib.suppress(aiohttp.ClientError, OSError, RuntimeError):
@@ -185,8 +193,10 @@ class LinkSession:
         while True:
             msg = await ws.receive()
             if msg.type == aiohttp.WSMsgType.BINARY:
+                self.last_seen = time.monotonic()
                 self._take_batch(msg.data)
             elif msg.type == aiohttp.WSMsgType.TEXT:
+                self.last_seen = time.monotonic()
                 await self._on_control(msg.data)
             elif msg.type in (
                 aiohttp.WSMsgType.CLOSE,
@@ -358,6 +368,14 @@ class LinkSession:
             self.sent += len(records)
             host.metrics.inc("mesh_link_sent_events_total", len(records), peer=self.peer)
 
+    async def _beacon(self) -> None:
+        # Pongs are consumed inside aiohttp, so an idle link would look silent: a
+        # zero grant every BEACON seconds is a frame every protocol version ignores.
+        beat = frames.dump({"type": "credit", "events": 0})
+        while True:
+            await asyncio.sleep(BEACON)
+            await self.ws.send_str(beat)
+
     async def _advertiser(self) -> None:
         table = self.host.table
         sent: dict[Any, Interest] = {}
@@ -438,6 +456,15 @@ def _check_hello(
         return mismatch
     if node in host.dialing and node in host.sessions and host.node_id < node:
         return f"duplicate link: {host.node_id} already dials {node}"
+    # A claimed id already linked is refused, not swapped: a token holder cannot
+    # take over a live site's link (and drain what is queued for it). A session that
+    # has gone silent (a crashed machine, a cut cable) is replaced by the new one.
+    current = host.sessions.get(node)
+    if current is not None and current.alive():
+        return (
+            f"node {node!r} is already linked; a second link is refused while the first "
+            f"is alive (silent for {STALE_AFTER:.0f}s, it is replaced)"
+        )
     return None
 
 

@@ -7,11 +7,13 @@ import logging
 from pathlib import Path
 
 import aiohttp
+import orjson
 import pytest
 
+from mesh.core import frames
 from mesh.runtime import link
 from mesh.runtime.node import Node
-from mesh.testing import NatsServer
+from mesh.testing import NatsServer, TcpProxy
 from tests.helpers import node_config, unique, wait_for
 
 
@@ -209,3 +211,55 @@ async def test_a_rotated_token_closes_the_links_it_admitted_and_only_those(
             await a.reload(new_a)
             await wait_for(lambda: "site-a" in b.sessions, what="site-a linked with the new token")
             assert b.sessions.get("site-c") is kept
+
+
+async def _hello(url: str, node_id: str, token: str) -> dict[str, object]:
+    """Dial as ``node_id`` and return the acceptor's answer to the hello."""
+    async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+        await ws.send_str(frames.hello(node_id, "default", token))
+        msg = await ws.receive(timeout=5)
+        answer: dict[str, object] = orjson.loads(msg.data)
+        return answer
+
+
+async def test_a_live_link_is_not_taken_over_by_a_second_hello_for_its_id(
+    tmp_path: Path,
+) -> None:
+    """The token holder that claimed a linked site's id used to swap its session out;
+    now the claim is refused while that session is alive, and only a session that
+    has gone silent (its packets vanish) is replaced by the new hello."""
+    b_cfg = node_config(tmp_path, "site-b", accept=[{"id": "site-a", "token": "a-token"}])
+    async with Node(b_cfg).serve() as b:
+        proxy = await TcpProxy(b.port).start()
+        try:
+            a_cfg = node_config(
+                tmp_path / "a",
+                "site-a",
+                peers=[
+                    {"id": "site-b", "url": f"ws://127.0.0.1:{proxy.port}/mesh", "token": "a-token"}
+                ],
+            )
+            async with Node(a_cfg).serve():
+                await wait_for(lambda: "site-a" in b.sessions, what="site-a linked")
+                first = b.sessions["site-a"]
+                url = f"ws://127.0.0.1:{b.port}/mesh"
+                # An idle link stays alive (beacons), so the claim is refused, after a
+                # few heartbeat intervals just as at once.
+                for _ in range(2):
+                    answer = await _hello(url, "site-a", "a-token")
+                    assert answer["type"] == "refused"
+                    assert "already linked" in str(answer["reason"])
+                    assert b.sessions["site-a"] is first
+                    await asyncio.sleep(link.BEACON * 1.5)
+                # A partition: nothing arrives any more. Once the session is silent
+                # for STALE_AFTER the claim takes over (or the session has been closed).
+                proxy.blackhole()
+                await wait_for(
+                    lambda: not first.alive() or "site-a" not in b.sessions,
+                    link.STALE_AFTER + 5,
+                    "the session silent or closed",
+                )
+                answer = await _hello(url, "site-a", "a-token")
+                assert answer["type"] == "welcome"
+        finally:
+            await proxy.close()
