@@ -462,8 +462,8 @@ def _check_hello(
     current = host.sessions.get(node)
     if current is not None and current.alive():
         return (
-            f"node {node!r} is already linked; a second link is refused while the first "
-            f"is alive (silent for {STALE_AFTER:.0f}s, it is replaced)"
+            f"already linked: node {node!r} has a live link; a second one is refused "
+            f"(a link silent for {STALE_AFTER:.0f}s is replaced)"
         )
     return None
 

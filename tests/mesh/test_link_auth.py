@@ -248,12 +248,14 @@ async def test_a_live_link_is_not_taken_over_by_a_second_hello_for_its_id(
                 for _ in range(2):
                     answer = await _hello(url, "site-a", "a-token")
                     assert answer["type"] == "refused"
-                    assert "already linked" in str(answer["reason"])
+                    assert str(answer["reason"]).startswith("already linked: node 'site-a'")
                     assert b.sessions["site-a"] is first
                     await asyncio.sleep(link.BEACON * 1.5)
                 # A partition: nothing arrives any more. Once the session is silent
                 # for STALE_AFTER the claim takes over (or the session has been closed).
                 proxy.blackhole()
+                # Counted under its own reason label (the first word of the reason).
+                assert b.metrics.get("mesh_link_refused_total", reason="already") == 2
                 await wait_for(
                     lambda: not first.alive() or "site-a" not in b.sessions,
                     link.STALE_AFTER + 5,
