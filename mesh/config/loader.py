@@ -118,7 +118,9 @@ class _Loader(yaml.SafeLoader):
             raise _YamlErrors(
                 ConfigError(
                     "",
-                    f"{_at(event.start_mark)}: YAML aliases (*{event.anchor}) are not "
+                    # The alias's name is not quoted: an unquoted value starting with
+                    # '*' (a token, say) is read as one.
+                    f"{_at(event.start_mark)}: YAML aliases (*name) are not "
                     "supported in a configuration file",
                     "write the value out in full",
                 )

@@ -85,7 +85,7 @@ def test_an_alias_bomb_stops_mesh_run_at_once(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [
         f"{cfg}: 1 error(s)",
-        "  line 3, column 10: YAML aliases (*x0) are not supported in a configuration file "
+        "  line 3, column 10: YAML aliases (*name) are not supported in a configuration file "
         "(write the value out in full)",
     ]
     assert time.monotonic() - start < 10  # a fresh interpreter's start-up included

@@ -106,7 +106,7 @@ def test_a_malformed_structured_value_is_an_error_naming_the_variable(tmp_path: 
     (line,) = errors(tmp_path, {"MESH_NODE": "{bad json"})
     assert line.startswith("MESH_NODE: invalid YAML value: line 1, column 10: ")
     (line,) = errors(tmp_path, {"MESH_LIMITS": "{a: &x 1, b: *x}"})
-    assert "MESH_LIMITS: invalid YAML value: line 1, column 14: YAML aliases (*x)" in line
+    assert "MESH_LIMITS: invalid YAML value: line 1, column 14: YAML aliases (*name)" in line
 
 
 def test_overrides_pass_the_cross_field_checks_and_name_the_variable(tmp_path: Path) -> None:
