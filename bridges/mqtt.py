@@ -141,10 +141,10 @@ def _mapped(broker: str, doing: str) -> Iterator[None]:
     """
     try:
         yield
+    except ssl.SSLError as exc:  # before ValueError: SSLCertVerificationError is both
+        raise BrokerUnavailable(broker, f"{doing}: {tls_reason(exc)}") from exc
     except (ValueError, TypeError) as exc:
         raise BridgeError(broker, f"{doing}: refused by paho: {exc}") from exc
-    except ssl.SSLError as exc:
-        raise BrokerUnavailable(broker, f"{doing}: {tls_reason(exc)}") from exc
     except (OSError, TimeoutError) as exc:
         raise BrokerUnavailable(broker, f"{doing}: {exc or type(exc).__name__}") from exc
 
@@ -227,7 +227,8 @@ class _Client(mqtt.Client):
     """paho's client with two hot-path shortcuts, both private-API overrides pinned by
     the bridge tests: a buffered socket, and message dispatch straight to
     ``on_message`` (the bridge registers no per-topic callbacks, so paho's topic
-    matcher and callback locks would only cost time on every message)."""
+    matcher and callback locks would only cost time on every message). Its TLS
+    wrapping closes the socket of a failed handshake (pinned by the TLS tests)."""
 
     def _create_socket(self) -> Any:
         sock: Any = super()._create_socket()
@@ -235,6 +236,22 @@ class _Client(mqtt.Client):
         # earlier segment awaits the broker's (delayed) ACK waited up to 40 ms.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return _BufferedSocket(sock)
+
+    def _ssl_wrap_socket(self, tcp_sock: Any) -> ssl.SSLSocket:
+        # paho's own leaves the TLS socket open when the handshake fails (a wrong
+        # CA): one leaked socket per reconnect attempt. The context always checks
+        # the host name (bridges.tls), so paho's extra match is not needed.
+        assert self._ssl_context is not None
+        sock = self._ssl_context.wrap_socket(
+            tcp_sock, server_hostname=self._host, do_handshake_on_connect=False
+        )
+        try:
+            sock.settimeout(self._connect_timeout)
+            sock.do_handshake()
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     def _handle_on_message(self, message: mqtt.MQTTMessage) -> None:
         on_message = self.on_message

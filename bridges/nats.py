@@ -265,6 +265,26 @@ def _mapped(broker: str, doing: str) -> Iterator[None]:
         raise BridgeError(broker, f"{doing}: {exc or type(exc).__name__}") from exc
 
 
+async def _discard(nc: Client) -> None:
+    """Close a client whose connect failed, and its socket.
+
+    A refused connect (bad credentials) leaves nats-py's socket open. After a
+    failed TLS upgrade nats-py's ``close`` waits forever for the plain stream
+    (its transport was handed to the TLS layer), so it gets a second, and the
+    sockets are aborted. Uses nats-py's ``_transport`` and its ``_io_writer`` /
+    ``_bare_io_writer`` (private, pinned by the TLS tests).
+    """
+    transport = nc._transport
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(1.0):
+            await nc.close()
+    for name in ("_io_writer", "_bare_io_writer"):
+        writer = getattr(transport, name, None)
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                writer.transport.abort()
+
+
 async def _flush(nc: Client) -> None:
     """``nc.flush()``: write what is buffered and wait for the server's PONG.
 
@@ -350,9 +370,7 @@ class NatsBridge:
                     **opts,
                 )
         except BaseException:
-            # A refused connect (bad credentials) leaves nats-py's socket open.
-            with contextlib.suppress(Exception):
-                await nc.close()
+            await _discard(nc)
             raise
         self._nc = nc
         with _mapped(self.name, "cannot subscribe"):
