@@ -12,6 +12,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -28,8 +29,9 @@ from bridges.nats import SPEC as NATS
 from mesh.config import parse_config
 from mesh.core.errors import BridgeError, ConfigErrors
 from mesh.plugins import Bridge, BridgeSpec, Message, Subscribe
+from mesh.runtime.node import Node
 from mesh.testing import Mosquitto, NatsServer, ServerTls
-from tests.helpers import open_bridge, receive_n
+from tests.helpers import node_config, open_bridge, receive_n, wait_for
 
 FAIL_WITHIN = 15.0  # seconds: a refused TLS connection is an error, never a hang
 
@@ -416,3 +418,35 @@ def test_no_secret_shows_in_the_configuration() -> None:
     plant = cfg.brokers["plant"]
     assert plant.tls is not None and str(plant.tls.key) == "k.pem"  # type: ignore[attr-defined]
     assert str(cfg.brokers["keyed"].creds) == "nats.creds"  # type: ignore[attr-defined]
+
+
+# -- the node -----------------------------------------------------------------------
+
+
+async def test_a_node_retries_a_refused_tls_broker_and_keeps_serving(
+    mosquitto_tls: Mosquitto,
+    nats_tls: NatsServer,
+    pki: Pki,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A TLS failure is a connect error like any other: reported once with its
+    reason, retried with backoff by the bridge's supervisor, the node unharmed."""
+    cfg = node_config(
+        tmp_path,
+        "tls-node",
+        brokers={
+            "plant": {"kind": "mqtt", "url": mosquitto_tls.url, "tls": {"ca": str(pki.ca)}},
+            "core": {"kind": "nats", "url": nats_tls.url, "tls": pki.client()},
+        },
+    )
+    caplog.set_level(logging.WARNING, logger="mesh.runtime.lifecycle")
+    async with Node(cfg).serve() as node:
+        await wait_for(lambda: node.broker_connected("core"), what="core connected")
+        await wait_for(
+            lambda: node.metrics.get("mesh_task_restarts_total", task="bridge[plant]") >= 3,
+            what="plant retried",
+        )
+        assert not node.broker_connected("plant")
+    logged = [r.getMessage() for r in caplog.records if "bridge[plant]" in r.getMessage()]
+    assert any("TLS handshake failed" in m and "certificate required" in m for m in logged), logged
