@@ -26,7 +26,7 @@ import trustme
 
 from bridges.mqtt import SPEC as MQTT
 from bridges.nats import SPEC as NATS
-from mesh.config import parse_config
+from mesh.config import json_schema, parse_config
 from mesh.core.errors import BridgeError, ConfigErrors
 from mesh.plugins import Bridge, BridgeSpec, Message, Subscribe
 from mesh.runtime.node import Node
@@ -450,3 +450,11 @@ async def test_a_node_retries_a_refused_tls_broker_and_keeps_serving(
         assert not node.broker_connected("plant")
     logged = [r.getMessage() for r in caplog.records if "bridge[plant]" in r.getMessage()]
     assert any("TLS handshake failed" in m and "certificate required" in m for m in logged), logged
+
+
+def test_every_broker_key_is_described_in_the_schema() -> None:
+    defs = json_schema()["$defs"]
+    for model in ("MqttBrokerConfig", "NatsBrokerConfig", "TlsConfig"):
+        props = defs[model]["properties"]
+        assert not [k for k, v in props.items() if not v.get("description")], model
+    assert defs["NatsBrokerConfig"]["properties"]["token"]["anyOf"][0]["writeOnly"] is True
