@@ -265,6 +265,22 @@ def _mapped(broker: str, doing: str) -> Iterator[None]:
         raise BridgeError(broker, f"{doing}: {exc or type(exc).__name__}") from exc
 
 
+def _tls_error(nc: Client) -> ssl.SSLError | None:
+    """The TLS error that closed a connection being set up, if one did.
+
+    With TLS 1.3 a server checks the client certificate after the client's
+    handshake is done; its refusal (an alert) ends the stream, and nats-py only
+    reports "Connection lost". The stream reader keeps the SSL error (nats-py's
+    ``_transport._io_reader``, private, pinned by the TLS tests).
+    """
+    reader = getattr(nc._transport, "_io_reader", None)
+    with contextlib.suppress(Exception):
+        exc = reader.exception() if reader is not None else None
+        if isinstance(exc, ssl.SSLError):
+            return exc
+    return None
+
+
 async def _discard(nc: Client) -> None:
     """Close a client whose connect failed, and its socket.
 
@@ -369,6 +385,13 @@ class NatsBridge:
                     error_cb=error,
                     **opts,
                 )
+        except BrokerUnavailable as exc:
+            tls_error = _tls_error(nc)
+            await _discard(nc)
+            if tls_error is None:
+                raise
+            # "Connection lost" while connecting: the server's TLS alert says why.
+            raise BrokerUnavailable(self.name, f"{where}: {tls_reason(tls_error)}") from exc
         except BaseException:
             await _discard(nc)
             raise
