@@ -41,8 +41,9 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
+from bridges.tls import TlsConfig, client_context, tls_reason
 from mesh.config import BrokerModel, EgressRule, IngressRule
 from mesh.core.codec import Mode, decode_mqtt, encode_mqtt
 from mesh.core.errors import (
@@ -70,22 +71,41 @@ MQTT_SYNTAX = TopicSyntax("MQTT", "/", "+", "#", reserved=frozenset({"*", ">"}))
 
 
 class MqttBrokerConfig(BrokerModel):
-    kind: Literal["mqtt"]
-    url: str = Field("mqtt://127.0.0.1:1883", pattern=r"^mqtts?://")
+    kind: Literal["mqtt"] = Field(description="mqtt: an MQTT 5 or 3.1.1 broker")
+    url: str = Field(
+        "mqtt://127.0.0.1:1883",
+        pattern=r"^mqtts?://",
+        description="mqtt://host[:1883] or, over TLS, mqtts://host[:8883]",
+    )
     protocol: Literal[5, "3.1.1"] = Field(5, description="MQTT protocol version: 5 or 3.1.1")
     client_id: str | None = Field(None, description="Default: mesh-<node id>-<broker name>")
-    username: str | None = None
-    password: SecretStr | None = None
-    keepalive: int = Field(30, ge=5)
+    username: str | None = Field(None, description="User name sent in CONNECT")
+    password: SecretStr | None = Field(
+        None, description="Password sent in CONNECT with username (a secret: write it as ${VAR})"
+    )
+    tls: TlsConfig | None = Field(
+        None,
+        description="CA and client certificate for an mqtts:// URL; default with mqtts://: "
+        "the system's CAs, no client certificate",
+    )
+    keepalive: int = Field(30, ge=5, description="Seconds between keepalive PINGREQs")
     session_expiry: int = Field(
         3600, ge=0, description="Seconds the broker keeps the session while the node is away"
     )
-    max_inflight: int = Field(1000, ge=1, le=65535)
+    max_inflight: int = Field(
+        1000, ge=1, le=65535, description="Unacknowledged QoS 1 messages in flight each way"
+    )
 
     @field_validator("protocol", mode="before")
     @classmethod
     def _protocol(cls, v: Any) -> Any:
         return 5 if v in ("5", "5.0", 5.0) else v
+
+    @model_validator(mode="after")
+    def _secure(self) -> MqttBrokerConfig:
+        if self.tls is not None and not self.url.startswith("mqtts://"):
+            raise ValueError("tls needs an mqtts:// url; mqtt:// is plain TCP")
+        return self
 
     @property
     def version(self) -> Literal["5", "3.1.1"]:
@@ -121,9 +141,11 @@ def _mapped(broker: str, doing: str) -> Iterator[None]:
     """
     try:
         yield
+    except ssl.SSLError as exc:  # before ValueError: SSLCertVerificationError is both
+        raise BrokerUnavailable(broker, f"{doing}: {tls_reason(exc)}") from exc
     except (ValueError, TypeError) as exc:
         raise BridgeError(broker, f"{doing}: refused by paho: {exc}") from exc
-    except (OSError, TimeoutError, ssl.SSLError) as exc:
+    except (OSError, TimeoutError) as exc:
         raise BrokerUnavailable(broker, f"{doing}: {exc or type(exc).__name__}") from exc
 
 
@@ -138,10 +160,21 @@ class _BufferedSocket:
         self._sock = sock
         self._buf = b""
         self._pos = 0
+        self.tls_error: ssl.SSLError | None = None
 
     def recv(self, n: int) -> bytes:
         if self._pos >= len(self._buf):
-            self._buf = self._sock.recv(RECV_BUFFER)  # raises BlockingIOError when empty
+            try:
+                self._buf = self._sock.recv(RECV_BUFFER)  # raises BlockingIOError when empty
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                raise
+            except ssl.SSLError as exc:
+                # With TLS 1.3 the broker checks the client certificate after the
+                # client's handshake is done: its refusal is an alert on the first
+                # read, which paho reports only as a lost connection. Kept for the
+                # reason of the connect error.
+                self.tls_error = exc
+                raise
             self._pos = 0
             if _QUICKACK is not None:
                 self._sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
@@ -194,7 +227,8 @@ class _Client(mqtt.Client):
     """paho's client with two hot-path shortcuts, both private-API overrides pinned by
     the bridge tests: a buffered socket, and message dispatch straight to
     ``on_message`` (the bridge registers no per-topic callbacks, so paho's topic
-    matcher and callback locks would only cost time on every message)."""
+    matcher and callback locks would only cost time on every message). Its TLS
+    wrapping closes the socket of a failed handshake (pinned by the TLS tests)."""
 
     def _create_socket(self) -> Any:
         sock: Any = super()._create_socket()
@@ -202,6 +236,22 @@ class _Client(mqtt.Client):
         # earlier segment awaits the broker's (delayed) ACK waited up to 40 ms.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return _BufferedSocket(sock)
+
+    def _ssl_wrap_socket(self, tcp_sock: Any) -> ssl.SSLSocket:
+        # paho's own leaves the TLS socket open when the handshake fails (a wrong
+        # CA): one leaked socket per reconnect attempt. The context always checks
+        # the host name (bridges.tls), so paho's extra match is not needed.
+        assert self._ssl_context is not None
+        sock = self._ssl_context.wrap_socket(
+            tcp_sock, server_hostname=self._host, do_handshake_on_connect=False
+        )
+        try:
+            sock.settimeout(self._connect_timeout)
+            sock.do_handshake()
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     def _handle_on_message(self, message: mqtt.MQTTMessage) -> None:
         on_message = self.on_message
@@ -267,6 +317,7 @@ class MqttBridge:
         self._subacks: dict[int, asyncio.Future[list[Any]]] = {}
         self._connected = False
         self._sock: Any = None
+        self._tls_error: ssl.SSLError | None = None  # what ended the connection, if TLS did
         self._more = False  # a _continue_reading is scheduled
         self._paused = False  # reading stopped: the inbox is full
 
@@ -332,6 +383,7 @@ class MqttBridge:
                 loop.call_soon(self._continue_reading)
 
     def _on_socket_close(self, client: Any, userdata: Any, sock: Any) -> None:
+        self._tls_error = getattr(sock, "tls_error", None) or self._tls_error
         self._unwatch(sock)
 
     def _unwatch(self, sock: Any) -> None:
@@ -378,7 +430,8 @@ class MqttBridge:
             self._connack.set_result(rc)
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
-        self._lost(f"disconnected: {rc}")
+        tls_error = self._tls_error
+        self._lost(tls_reason(tls_error) if tls_error is not None else f"disconnected: {rc}")
 
     def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         props = msg.properties
@@ -447,7 +500,10 @@ class MqttBridge:
         where = f"cannot connect to {self.host}:{self.port}"
         with _mapped(self.name, where):
             if self.tls:
-                ctx = await asyncio.to_thread(ssl.create_default_context)
+                try:  # reads certificate files: off the loop
+                    ctx = await asyncio.to_thread(client_context, self.cfg.tls)
+                except ValueError as exc:
+                    raise BrokerUnavailable(self.name, f"{where}: {exc}") from exc
                 c.tls_set_context(ctx)
             kwargs: dict[str, Any] = {"properties": props, "clean_start": False} if self.v5 else {}
             # connect() blocks on the TCP handshake: off the loop. The socket is

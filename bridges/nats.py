@@ -28,8 +28,11 @@ import contextlib
 import functools
 import logging
 import re
+import ssl
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import nats
 import nats.errors
@@ -38,8 +41,9 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.client import JetStreamContext
 from nats.protocol.command import hpub_cmd, pub_cmd
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
+from bridges.tls import TlsConfig, client_context, tls_reason
 from mesh.config import BrokerModel, EgressRule, IngressRule
 from mesh.core.codec import Mode, decode_nats, encode_nats
 from mesh.core.errors import (
@@ -70,17 +74,65 @@ _NEWLINES = str.maketrans("", "", "\r\n")
 
 
 class NatsBrokerConfig(BrokerModel):
-    kind: Literal["nats"]
-    url: str = Field("nats://127.0.0.1:4222", pattern=r"^(nats|tls)://")
+    kind: Literal["nats"] = Field(description="nats: a NATS server (core NATS or JetStream)")
+    url: str = Field(
+        "nats://127.0.0.1:4222",
+        pattern=r"^(nats|tls)://",
+        description="nats://host[:4222] or, over TLS, tls://host[:4222]",
+    )
     jetstream: bool = Field(
         False,
         description="Ingress from durable JetStream consumers, acknowledged after the node "
         "committed; egress published to JetStream with Nats-Msg-Id, confirmed by its ack. "
         "Core NATS (false) is at-most-once at ingress",
     )
-    user: str | None = None
-    password: SecretStr | None = None
-    token: SecretStr | None = None
+    tls: TlsConfig | None = Field(
+        None,
+        description="CA and client certificate for a tls:// URL; default with tls://: "
+        "the system's CAs, no client certificate",
+    )
+    user: str | None = Field(None, description="User name; with password")
+    password: SecretStr | None = Field(
+        None, description="The user's password (a secret: write it as ${VAR}); needs user"
+    )
+    token: SecretStr | None = Field(
+        None, description="Authentication token (a secret: write it as ${VAR})"
+    )
+    nkey: Path | None = Field(
+        None,
+        description="File holding the NKey seed (SU...) of an nkey user; the file is a secret, "
+        "its path is not. Relative to the node's working directory",
+    )
+    creds: Path | None = Field(
+        None,
+        description="Credentials file (user JWT and NKey seed) for a server in operator/JWT "
+        "mode; a secret file, like nkey. Relative to the node's working directory",
+    )
+
+    @model_validator(mode="after")
+    def _secure(self) -> NatsBrokerConfig:
+        if self.tls is not None and not self.url.startswith("tls://"):
+            # nats-py would upgrade only if the server asked for TLS, else send
+            # everything in clear: a tls block must mean TLS.
+            raise ValueError("tls needs a tls:// url; with nats:// TLS would be up to the server")
+        if self.password is not None and not self.user:
+            raise ValueError("password is set without user")
+        given = [
+            name
+            for name, value in (
+                ("token", self.token),
+                ("user", self.user),
+                ("nkey", self.nkey),
+                ("creds", self.creds),
+            )
+            if value is not None
+        ]
+        if len(given) > 1:
+            raise ValueError(
+                f"{' and '.join(given)} are set: use at most one of token, user (+ password), "
+                "nkey, creds"
+            )
+        return self
 
 
 class NatsBinding:
@@ -124,6 +176,63 @@ def _command(m: Message) -> bytes:
     return hpub_cmd(m.topic, "", hdr.encode(), m.payload)
 
 
+class _TlsNotOffered(nats.errors.Error):
+    """The server's INFO does not ask for TLS although the URL is tls://."""
+
+
+class _Client(Client):
+    """nats-py's client, refusing to go on in clear when TLS was asked for.
+
+    nats-py upgrades to TLS only when the server's INFO says ``tls_required``,
+    whatever the URL's scheme: to a server without TLS a ``tls://`` URL would
+    connect in clear and send the credentials. Overrides ``_process_info``
+    (private, called with the first INFO before CONNECT; pinned by the TLS tests).
+    """
+
+    async def _process_info(self, info: dict[str, Any], initial_connection: bool = False) -> None:
+        if initial_connection and "tls" in self.options and not info.get("tls_required"):
+            raise _TlsNotOffered
+        await super()._process_info(info, initial_connection)
+
+
+def _check_key_files(cfg: NatsBrokerConfig) -> None:
+    """Read ``nkey`` or ``creds`` once, before nats-py does (blocking: run it in a thread).
+
+    nats-py reads them while it connects: a creds file without a JWT section
+    makes it loop forever, and a bad seed raises an nkeys error it does not
+    wrap. Raises ValueError naming the key and the path, never the contents.
+    """
+    import nkeys  # a dependency of nkey and creds only, as for nats-py
+
+    for key, path in (("nkey", cfg.nkey), ("creds", cfg.creds)):
+        if path is None:
+            continue
+        try:
+            text = path.read_bytes()
+        except OSError as exc:
+            raise ValueError(f"{key} {path}: {exc.strerror or type(exc).__name__}") from exc
+        lines = [line.strip() for line in text.splitlines()]
+        if key == "creds":
+            jwt = _section(lines, b"BEGIN NATS USER JWT")
+            if not jwt:
+                raise ValueError(f"creds {path}: no NATS USER JWT section")
+            seed = _section(lines, b"BEGIN USER NKEY SEED")
+        else:
+            seed = next((line for line in lines if line), b"")
+        try:
+            nkeys.from_seed(bytearray(seed)).wipe()
+        except Exception as exc:  # nkeys raises its own and binascii errors
+            raise ValueError(f"{key} {path}: not a valid NKey seed") from exc
+
+
+def _section(lines: list[bytes], begin: bytes) -> bytes:
+    """The first line after the ``-----BEGIN ...-----`` line of a creds file."""
+    for i, line in enumerate(lines[:-1]):
+        if begin in line:
+            return lines[i + 1]
+    return b""
+
+
 @contextlib.contextmanager
 def _mapped(broker: str, doing: str) -> Iterator[None]:
     """nats-py's exceptions as the gateway's (the one mapping of this bridge)."""
@@ -133,6 +242,14 @@ def _mapped(broker: str, doing: str) -> Iterator[None]:
         raise BridgeError(broker, f"{doing}: invalid subject") from exc
     except nats.errors.MaxPayloadError as exc:
         raise PublishError(broker, f"{doing}: {exc}", permanent=True) from exc
+    except ssl.SSLError as exc:
+        raise BrokerUnavailable(broker, f"{doing}: {tls_reason(exc)}") from exc
+    except _TlsNotOffered as exc:
+        raise BrokerUnavailable(
+            broker,
+            f"{doing}: the server does not offer TLS; the tls:// url asks for it, so nothing "
+            "(no credentials) was sent",
+        ) from exc
     except (
         OSError,  # includes TimeoutError, and nats-py's TimeoutError
         nats.errors.ConnectionClosedError,
@@ -146,6 +263,42 @@ def _mapped(broker: str, doing: str) -> Iterator[None]:
         raise BrokerUnavailable(broker, f"{doing}: {exc or type(exc).__name__}") from exc
     except nats.errors.Error as exc:
         raise BridgeError(broker, f"{doing}: {exc or type(exc).__name__}") from exc
+
+
+def _tls_error(nc: Client) -> ssl.SSLError | None:
+    """The TLS error that closed a connection being set up, if one did.
+
+    With TLS 1.3 a server checks the client certificate after the client's
+    handshake is done; its refusal (an alert) ends the stream, and nats-py only
+    reports "Connection lost". The stream reader keeps the SSL error (nats-py's
+    ``_transport._io_reader``, private, pinned by the TLS tests).
+    """
+    reader = getattr(nc._transport, "_io_reader", None)
+    with contextlib.suppress(Exception):
+        exc = reader.exception() if reader is not None else None
+        if isinstance(exc, ssl.SSLError):
+            return exc
+    return None
+
+
+async def _discard(nc: Client) -> None:
+    """Close a client whose connect failed, and its socket.
+
+    A refused connect (bad credentials) leaves nats-py's socket open. After a
+    failed TLS upgrade nats-py's ``close`` waits forever for the plain stream
+    (its transport was handed to the TLS layer), so it gets a second, and the
+    sockets are aborted. Uses nats-py's ``_transport`` and its ``_io_writer`` /
+    ``_bare_io_writer`` (private, pinned by the TLS tests).
+    """
+    transport = nc._transport
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(1.0):
+            await nc.close()
+    for name in ("_io_writer", "_bare_io_writer"):
+        writer = getattr(transport, name, None)
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                writer.transport.abort()
 
 
 async def _flush(nc: Client) -> None:
@@ -188,6 +341,19 @@ class NatsBridge:
             opts["password"] = password.get_secret_value() if password else None
         if self.cfg.token:
             opts["token"] = self.cfg.token.get_secret_value()
+        where = f"cannot connect to {self.cfg.url}"
+        try:  # files: off the loop
+            if self.cfg.nkey is not None or self.cfg.creds is not None:
+                await asyncio.to_thread(_check_key_files, self.cfg)
+            if self.cfg.url.startswith("tls://"):
+                opts["tls"] = await asyncio.to_thread(client_context, self.cfg.tls)
+                opts["tls_hostname"] = urlsplit(self.cfg.url).hostname
+        except ValueError as exc:
+            raise BrokerUnavailable(self.name, f"{where}: {exc}") from exc
+        if self.cfg.nkey is not None:
+            opts["nkeys_seed"] = str(self.cfg.nkey)
+        if self.cfg.creds is not None:
+            opts["user_credentials"] = str(self.cfg.creds)
         inbox = self.ctx.inbox
 
         async def closed() -> None:
@@ -199,9 +365,9 @@ class NatsBridge:
             else:
                 log.debug("nats %s: %s", self.name, exc)
 
-        nc = Client()
+        nc = _Client()
         try:
-            with _mapped(self.name, f"cannot connect to {self.cfg.url}"):
+            with _mapped(self.name, where):
                 await nc.connect(
                     self.cfg.url,
                     name=f"mesh-{self.ctx.node_id}-{self.name}",
@@ -219,10 +385,15 @@ class NatsBridge:
                     error_cb=error,
                     **opts,
                 )
+        except BrokerUnavailable as exc:
+            tls_error = _tls_error(nc)
+            await _discard(nc)
+            if tls_error is None:
+                raise
+            # "Connection lost" while connecting: the server's TLS alert says why.
+            raise BrokerUnavailable(self.name, f"{where}: {tls_reason(tls_error)}") from exc
         except BaseException:
-            # A refused connect (bad credentials) leaves nats-py's socket open.
-            with contextlib.suppress(Exception):
-                await nc.close()
+            await _discard(nc)
             raise
         self._nc = nc
         with _mapped(self.name, "cannot subscribe"):

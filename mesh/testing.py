@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from mesh.core.errors import MeshError
@@ -30,6 +31,7 @@ __all__ = [
     "Mosquitto",
     "NatsServer",
     "ProxyState",
+    "ServerTls",
     "TcpProxy",
     "find_binary",
     "free_port",
@@ -81,6 +83,17 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> bool
             return True
         time.sleep(0.02)
     return False
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """PEM files for a broker's TLS listener; ``verify``: require a client certificate
+    signed by ``ca``. Tests mint them (trustme); none is ever committed."""
+
+    ca: Path
+    cert: Path
+    key: Path
+    verify: bool = True
 
 
 class _Process:
@@ -180,15 +193,17 @@ class Mosquitto(_Process):
         persistence: bool = False,
         extra: str = "",
         users: Mapping[str, str] | None = None,
+        tls: ServerTls | None = None,
     ) -> None:
         super().__init__(port, workdir)
         self.persistence = persistence
         self.extra = extra
         self.users = dict(users or {})
+        self.tls = tls
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}"
 
     def _command(self) -> list[str]:
         conf = self.workdir / "mosquitto.conf"
@@ -205,6 +220,13 @@ class Mosquitto(_Process):
             "log_type error",
             "log_type warning",
         ]
+        if self.tls is not None:
+            lines += [
+                f"cafile {self.tls.ca}",
+                f"certfile {self.tls.cert}",
+                f"keyfile {self.tls.key}",
+                f"require_certificate {'true' if self.tls.verify else 'false'}",
+            ]
         if os.geteuid() == 0:
             lines.append(f"user {getpass.getuser()}")
         conf.write_text("\n".join(lines) + "\n" + self.extra)
@@ -225,10 +247,10 @@ class Mosquitto(_Process):
 
 
 class NatsServer(_Process):
-    """A nats-server, optionally with JetStream (stored under the work directory).
-
-    With ``token`` clients must present it (``--auth``); ``url`` stays without it.
-    """
+    """A nats-server, optionally with JetStream (stored under the work directory), TLS
+    (``tls``) and more of its configuration file (``config``, e.g. an
+    ``authorization { ... }`` block). With ``token`` clients must present it
+    (``--auth``); ``url`` stays without it."""
 
     binary = "nats-server"
     name = "nats-server"
@@ -240,14 +262,18 @@ class NatsServer(_Process):
         *,
         jetstream: bool = False,
         token: str | None = None,
+        tls: ServerTls | None = None,
+        config: str = "",
     ) -> None:
         super().__init__(port, workdir)
         self.jetstream = jetstream
         self.token = token
+        self.tls = tls
+        self.config = config
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        return f"{'tls' if self.tls else 'nats'}://127.0.0.1:{self.port}"
 
     def _command(self) -> list[str]:
         cmd = [self.exe, "-a", "127.0.0.1", "-p", str(self.port), "-l", str(self.log)]
@@ -255,6 +281,17 @@ class NatsServer(_Process):
             cmd += ["-js", "-sd", str(self.workdir / "jetstream")]
         if self.token:
             cmd += ["--auth", self.token]
+        text = self.config
+        if self.tls is not None:
+            t = self.tls
+            text += (
+                f"\ntls {{\n  cert_file: {str(t.cert)!r}\n  key_file: {str(t.key)!r}\n"
+                f"  ca_file: {str(t.ca)!r}\n  verify: {'true' if t.verify else 'false'}\n}}\n"
+            )
+        if text:
+            conf = self.workdir / "nats.conf"
+            conf.write_text(text)
+            cmd += ["-c", str(conf)]
         return cmd
 
 

@@ -154,7 +154,8 @@ def test_overrides_pass_the_cross_field_checks_and_name_the_variable(tmp_path: P
         (
             "MESH_BROKERS__COREBUS__KEEPALIVE",  # an MQTT key on a NATS broker
             "MESH_BROKERS__COREBUS__KEEPALIVE: names no configuration key (brokers.CoreBus has "
-            "no key 'keepalive'; known: jetstream, kind, password, token, url, user)",
+            "no key 'keepalive'; known: creds, jetstream, kind, nkey, password, tls, token, url, "
+            "user)",
         ),
         (
             "MESH_EGRESS__2__MODE",
