@@ -43,8 +43,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from bridges.tls import TlsConfig, client_context, tls_reason
-from mesh.config import BrokerModel, EgressRule, IngressRule
+from bridges.tls import tls_reason
+from mesh.config import BrokerModel, ClientTls, EgressRule, IngressRule
 from mesh.core.codec import Mode, decode_mqtt, encode_mqtt
 from mesh.core.errors import (
     BridgeError,
@@ -57,6 +57,7 @@ from mesh.core.event import Event
 from mesh.core.templates import literal_text
 from mesh.core.topics import TopicSyntax
 from mesh.plugins import BridgeContext, BridgeSpec, Capabilities, Delivery, Message, Subscribe
+from mesh.runtime.tls import client_context
 
 __all__ = ["MQTT_SYNTAX", "SPEC", "MqttBinding", "MqttBridge", "MqttBrokerConfig"]
 
@@ -83,7 +84,7 @@ class MqttBrokerConfig(BrokerModel):
     password: SecretStr | None = Field(
         None, description="Password sent in CONNECT with username (a secret: write it as ${VAR})"
     )
-    tls: TlsConfig | None = Field(
+    tls: ClientTls | None = Field(
         None,
         description="CA and client certificate for an mqtts:// URL; default with mqtts://: "
         "the system's CAs, no client certificate",

@@ -43,8 +43,8 @@ from nats.js.client import JetStreamContext
 from nats.protocol.command import hpub_cmd, pub_cmd
 from pydantic import Field, SecretStr, model_validator
 
-from bridges.tls import TlsConfig, client_context, tls_reason
-from mesh.config import BrokerModel, EgressRule, IngressRule
+from bridges.tls import tls_reason
+from mesh.config import BrokerModel, ClientTls, EgressRule, IngressRule
 from mesh.core.codec import Mode, decode_nats, encode_nats
 from mesh.core.errors import (
     BridgeError,
@@ -57,6 +57,7 @@ from mesh.core.event import Event
 from mesh.core.templates import literal_text
 from mesh.core.topics import TopicSyntax
 from mesh.plugins import BridgeContext, BridgeSpec, Capabilities, Delivery, Message, Subscribe
+from mesh.runtime.tls import client_context
 
 __all__ = ["NATS_SYNTAX", "SPEC", "NatsBinding", "NatsBridge", "NatsBrokerConfig"]
 
@@ -86,7 +87,7 @@ class NatsBrokerConfig(BrokerModel):
         "committed; egress published to JetStream with Nats-Msg-Id, confirmed by its ack. "
         "Core NATS (false) is at-most-once at ingress",
     )
-    tls: TlsConfig | None = Field(
+    tls: ClientTls | None = Field(
         None,
         description="CA and client certificate for a tls:// URL; default with tls://: "
         "the system's CAs, no client certificate",

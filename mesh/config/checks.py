@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from mesh.config.models import EgressRule, IngressRule, NodeTls, PeerTls
+from mesh.config.models import ClientTls, EgressRule, IngressRule, NodeTls
 from mesh.core.errors import ConfigError, FilterError, MeshError, TemplateError
 from mesh.core.filters import compile_filter
 from mesh.core.templates import Template
@@ -132,7 +132,7 @@ def _check_files(errors: list[ConfigError], path: str, files: dict[str, Any]) ->
     return ok
 
 
-def _check_loads(errors: list[ConfigError], path: str, tls: NodeTls | PeerTls) -> None:
+def _check_loads(errors: list[ConfigError], path: str, tls: NodeTls | ClientTls) -> None:
     """Load the files as the node will, so a bad PEM or a key of another cert is found now."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if tls.cert is not None and tls.key is not None:
@@ -168,7 +168,7 @@ def _check_node_tls(errors: list[ConfigError], tls: NodeTls) -> None:
 
 
 def _check_peer_tls(errors: list[ConfigError], path: str, raw: dict[str, Any]) -> None:
-    tls = tolerant(PeerTls, raw.get("tls"))
+    tls = tolerant(ClientTls, raw.get("tls"))
     if tls is None:
         return
     url = raw.get("url")

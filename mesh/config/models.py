@@ -45,23 +45,31 @@ class NodeTls(_Model):
     )
 
 
-class PeerTls(_Model):
-    """TLS for dialling a wss:// peer: whom to trust and which certificate to present."""
+class ClientTls(_Model):
+    """TLS as a client (dialling a wss:// peer, connecting to a broker): whom to trust
+    and which certificate to present. Paths are relative to the working directory."""
 
     ca: Path | None = Field(
         None,
-        description="PEM file with the CA(s) the peer's server certificate must chain to; "
-        "default: the system's CAs",
+        description="PEM file with the CA(s) the server's certificate (the peer's or the "
+        "broker's) must chain to; default: the system's CAs",
     )
     cert: Path | None = Field(
-        None, description="PEM file with this node's client certificate chain, for mutual TLS"
+        None,
+        description="PEM file with this node's client certificate chain (and any "
+        "intermediates), for mutual TLS; needs key",
     )
-    key: Path | None = Field(None, description="PEM file with the private key of cert")
+    key: Path | None = Field(
+        None, description="PEM file with the private key of cert (not encrypted)"
+    )
 
     @model_validator(mode="after")
-    def _pair(self) -> PeerTls:
+    def _pair(self) -> ClientTls:
         if (self.cert is None) != (self.key is None):
-            raise ValueError("cert and key go together: give both or neither")
+            have, missing = ("cert", "key") if self.key is None else ("key", "cert")
+            raise ValueError(
+                f"tls.{have} is set without tls.{missing}: a client certificate needs both"
+            )
         return self
 
 
@@ -111,7 +119,7 @@ class Peer(_Model):
     url: str = Field(pattern=r"^wss?://")
     token: SecretStr = Field(min_length=1, description="Shared secret; both sides must agree")
     outbox: OutboxSettings | None = Field(None, description="Default: the node's outbox")
-    tls: PeerTls | None = Field(
+    tls: ClientTls | None = Field(
         None,
         description="For a wss:// url: CA to verify the peer against (default: the system's) "
         "and the client certificate to present",

@@ -1,4 +1,4 @@
-"""TLS contexts: the node's listener and the dialers of ``wss://`` peers.
+"""TLS contexts: the node's listener, and the client side of ``wss://`` peers and brokers.
 
 The listener's context lives as long as the listener (aiohttp's site holds
 it), yet ``mesh reload`` must change its certificate and CAs. So the
@@ -12,11 +12,12 @@ blocks, so both builders are called in a thread.
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 
-from mesh.config import NodeTls, PeerTls
+from mesh.config import ClientTls, NodeTls
 
-__all__ = ["ServerTls", "client_context", "server_context"]
+__all__ = ["ServerTls", "client_context", "server_context", "ssl_detail"]
 
 VERIFY = {
     "required": ssl.CERT_REQUIRED,
@@ -36,21 +37,48 @@ def server_context(tls: NodeTls) -> ssl.SSLContext:
     return ctx
 
 
-def client_context(tls: PeerTls | None) -> ssl.SSLContext:
-    """A client context for a ``wss://`` peer (blocking: reads the files).
+def _no_passphrase() -> bytes:
+    # Without a callback OpenSSL would prompt for a passphrase on the terminal.
+    raise ValueError("the key is encrypted; use a key without a passphrase")
+
+
+def client_context(tls: ClientTls | None) -> ssl.SSLContext:
+    """A client context, for a ``wss://`` peer or a broker (blocking: reads the files).
 
     The server is verified against ``tls.ca``, else the system's CAs, hostname
-    included; ``tls.cert`` is presented when configured.
+    included; ``tls.cert`` is presented when configured. Raises
+    :class:`ValueError` naming the key and the path (never a file's contents)
+    when a file cannot be read or is not what it should be.
     """
+    tls = tls or ClientTls()
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED, check_hostname
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    if tls is not None and tls.ca is not None:
-        ctx.load_verify_locations(cafile=tls.ca)
-    else:
-        ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
-    if tls is not None and tls.cert is not None and tls.key is not None:
-        ctx.load_cert_chain(tls.cert, tls.key)
+    try:
+        if tls.ca is not None:
+            ctx.load_verify_locations(cafile=tls.ca)
+        else:
+            ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"tls.ca {tls.ca}: {ssl_detail(exc)}") from exc
+    if tls.cert is not None and tls.key is not None:
+        try:
+            ctx.load_cert_chain(tls.cert, tls.key, password=_no_passphrase)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            detail = str(exc) if isinstance(exc, ValueError) else ssl_detail(exc)
+            raise ValueError(f"tls.cert {tls.cert} / tls.key {tls.key}: {detail}") from exc
     return ctx
+
+
+_SUFFIX = re.compile(r"\s*\(_ssl\.c:\d+\)$")
+_PREFIX = re.compile(r"^\[[A-Z0-9_]+: [A-Z0-9_]+\]\s*")
+
+
+def ssl_detail(exc: BaseException) -> str:
+    """OpenSSL's words, without its library tag and source line."""
+    if isinstance(exc, OSError) and exc.strerror and not isinstance(exc, ssl.SSLError):
+        return exc.strerror
+    text = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], str) else str(exc)
+    return _SUFFIX.sub("", _PREFIX.sub("", text)) or type(exc).__name__
 
 
 class ServerTls:

@@ -455,7 +455,7 @@ async def test_a_node_retries_a_refused_tls_broker_and_keeps_serving(
 
 def test_every_broker_key_is_described_in_the_schema() -> None:
     defs = json_schema()["$defs"]
-    for model in ("MqttBrokerConfig", "NatsBrokerConfig", "TlsConfig"):
+    for model in ("MqttBrokerConfig", "NatsBrokerConfig", "ClientTls"):
         props = defs[model]["properties"]
         assert not [k for k, v in props.items() if not v.get("description")], model
     assert defs["NatsBrokerConfig"]["properties"]["token"]["anyOf"][0]["writeOnly"] is True

@@ -97,14 +97,14 @@ def test_unknown_keys_bad_choices_and_half_a_key_pair(pem: dict[str, str]) -> No
     assert any(e.startswith("node.tls.client_auth:") for e in got), got
     assert "node.tls.verify: unknown key (remove it or check its spelling)" in got
     got = errors(config(peer={"url": "wss://b:1/mesh", "tls": {"cert": pem["cert"]}}))
-    assert got == ["peers[0].tls: cert and key go together: give both or neither"]
+    assert got == ["peers[0].tls: tls.cert is set without tls.key: a client certificate needs both"]
 
 
 def test_the_schema_describes_every_tls_key() -> None:
     defs = json_schema()["$defs"]
-    for name in ("NodeTls", "PeerTls"):
+    for name in ("NodeTls", "ClientTls"):
         props = defs[name]["properties"]
         assert defs[name]["additionalProperties"] is False
         assert all(p.get("description") for p in props.values()), json.dumps(props)
     assert set(defs["NodeTls"]["properties"]) == {"cert", "key", "ca", "client_auth"}
-    assert set(defs["PeerTls"]["properties"]) == {"ca", "cert", "key"}
+    assert set(defs["ClientTls"]["properties"]) == {"ca", "cert", "key"}
