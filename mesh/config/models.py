@@ -11,6 +11,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from mesh.core.errors import FilterError
+from mesh.core.rules import TopicRule
+from mesh.core.topics import TopicError
+
 # Re-exported, with the loader, by mesh.config (its __all__ is the public list).
 
 NODE_ID = r"^[a-z0-9][a-z0-9-]{0,62}$"  # as the link protocol checks it (mesh.core.frames)
@@ -114,7 +118,57 @@ class BrokerModel(_Model):
     kind: str
 
 
-class Peer(_Model):
+class TopicRuleEntry(_Model):
+    """An import or export entry with a filter (a bare pattern is written as a string)."""
+
+    topic: str = Field(description="Mesh-topic pattern: + one level, # the rest")
+    filter: dict[str, Any] | list[dict[str, Any]] | None = Field(
+        None, description="CloudEvents Subscriptions API filter, as for egress subscriptions"
+    )
+
+
+TopicRules = list[str | TopicRuleEntry]
+
+
+def _everything() -> TopicRules:
+    return ["#"]
+
+
+def _rules(value: TopicRules) -> TopicRules:
+    """Compiled once here, so a bad pattern or filter is a config error naming the entry."""
+    for n, entry in enumerate(value):
+        try:
+            TopicRule.compile(entry if isinstance(entry, str) else entry.model_dump())
+        except TopicError as exc:
+            raise ValueError(f"entry {n}: {exc.reason} ({exc.topic!r})") from None
+        except FilterError as exc:
+            raise ValueError(f"entry {n}: {exc}") from None
+    return value
+
+
+class _PeerRules(_Model):
+    import_: TopicRules = Field(
+        default_factory=_everything,
+        alias="import",
+        description="Mesh-topic patterns (or {topic, filter}) this node takes from the peer; "
+        "events outside them are dropped at the link, counted in "
+        'mesh_link_denied_events_total{direction="import"}',
+    )
+    export: TopicRules = Field(
+        default_factory=_everything,
+        description="Mesh-topic patterns (or {topic, filter}) the peer may receive from this "
+        "node: its interests are narrowed to them, transit included",
+    )
+
+    _check_import = field_validator("import_")(_rules)
+    _check_export = field_validator("export")(_rules)
+
+    def rule_entries(self, which: Literal["import", "export"]) -> list[Any]:
+        entries = self.import_ if which == "import" else self.export
+        return [e if isinstance(e, str) else e.model_dump() for e in entries]
+
+
+class Peer(_PeerRules):
     id: Annotated[str, Field(pattern=NODE_ID)]
     url: str = Field(pattern=r"^wss?://")
     token: SecretStr = Field(min_length=1, description="Shared secret; both sides must agree")
@@ -126,7 +180,7 @@ class Peer(_Model):
     )
 
 
-class AcceptPeer(_Model):
+class AcceptPeer(_PeerRules):
     id: Annotated[str, Field(pattern=r"^([a-z0-9][a-z0-9-]{0,62}|\*)$")] = Field(
         description="Node id allowed to dial in, or '*' for any node holding the token"
     )
@@ -222,6 +276,12 @@ class Limits(_Model):
     )
     batch_size: int = Field(256, ge=1, description="Events per peer-link batch")
     link_credit: int = Field(4096, ge=1, description="Events a peer may have in flight to us")
+    max_interests_per_peer: int = Field(
+        20_000,
+        ge=1,
+        description="Interests kept from one peer; more are refused, counted in "
+        'mesh_interests_refused_total{reason="limit"}',
+    )
     max_pending_hellos: int = Field(
         16,
         ge=1,

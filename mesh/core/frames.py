@@ -12,7 +12,12 @@ Versions. A hello carries the range of link-protocol versions the dialer
 speaks (``versions: [oldest, newest]``; a version-1 node sends only
 ``version: 1``) and the acceptor answers with the newest both speak, so a
 mesh can be upgraded one node at a time. Version 2 adds ``notice`` frames:
-the receiver tells the sender which interests it refused and why.
+the receiver tells the sender which interests it refused and why. Version 3
+adds ``reach`` to interests frames: path vectors (origin first, the sender
+last) of the nodes behind the sender, its own id included, so the receiver
+can check the origin of every event the sender passes on
+(:meth:`mesh.core.routing.RoutingTable.behind`). The sender's first
+interests frame, with its reach, comes before its first batch.
 """
 
 from __future__ import annotations
@@ -48,10 +53,11 @@ __all__ = [
     "parse_control",
     "parse_hello",
     "parse_interest",
+    "parse_reach",
     "parse_welcome",
 ]
 
-LINK_VERSIONS = (1, 2)
+LINK_VERSIONS = (1, 3)
 """The oldest and newest link-protocol versions this node speaks."""
 MAX_INTERESTS = 10_000  # interests in one message
 MAX_PATTERN = 1024  # characters of an interest's pattern
@@ -211,6 +217,7 @@ class Interests:
     add: list[Interest] = field(default_factory=list)
     remove: list[tuple[str, SubKey]] = field(default_factory=list)
     refused: list[InterestRefused] = field(default_factory=list)
+    reach: list[tuple[str, ...]] | None = None  # version 3; None when the frame has none
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,7 +283,40 @@ def _interests(obj: dict[str, Any], peer: str) -> Interests:
             out.refused.append(InterestRefused("malformed", "a removal without origin and pattern"))
         else:
             out.remove.append(key)
+    if "reach" in obj:
+        out.reach = parse_reach(obj["reach"], peer, out.refused)
     return out
+
+
+def parse_reach(value: Any, peer: str, refused: list[InterestRefused]) -> list[tuple[str, ...]]:
+    """Reach paths: each from a node (first) to ``peer`` (last), node ids, each once."""
+    if not isinstance(value, list):
+        refused.append(InterestRefused("malformed", "reach must be a list of paths"))
+        return []
+    if len(value) > MAX_INTERESTS:
+        refused.append(
+            InterestRefused("limit", f"{len(value)} reach paths (at most {MAX_INTERESTS})")
+        )
+        value = value[:MAX_INTERESTS]
+    paths: list[tuple[str, ...]] = []
+    for path in value:
+        if (
+            isinstance(path, list)
+            and 1 <= len(path) <= MAX_INTEREST_PATH
+            and all(isinstance(p, str) and NODE_ID.fullmatch(p) for p in path)
+            and path[-1] == peer
+            and len(set(path)) == len(path)
+        ):
+            paths.append(tuple(path))
+        else:
+            refused.append(
+                InterestRefused(
+                    "path",
+                    f"reach path {str(path)[:200]} must list node ids from a node to {peer}, "
+                    "each once",
+                )
+            )
+    return paths
 
 
 def _removal(item: Any) -> tuple[str, SubKey] | None:

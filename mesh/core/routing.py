@@ -11,7 +11,20 @@ from last). For every (origin, subscription) the table keeps the shortest
 path learned over any link that is up, falling back to a link that is down
 (so events queue in that link's durable outbox rather than being lost).
 A node ignores interests whose path contains itself, and never advertises an
-interest back to the neighbour it came from.
+interest back to the neighbour it came from. Between routes that are equally
+good the one already selected stays: a newcomer with an equally short path
+does not take a route over.
+
+Per-peer rules narrow what is learned and advertised
+(:mod:`mesh.core.rules`): an interest from a peer is installed only within
+our ``export`` for it, and what we advertise to a peer only within our
+``import`` for it. What each peer told us is kept as it was said (``raw``),
+so changing the rules re-narrows without asking the peer again.
+
+*Reach*: every node announces the nodes behind it as path vectors
+(``reach_to``), its own id first, subscriptions or not, so a node can tell
+whether an event's origin is one its sending peer may speak for
+(:meth:`RoutingTable.behind`).
 
 :meth:`RoutingTable.match` returns a :class:`Decision`: the local egress
 indices to deliver to, and per next hop the set of destination nodes that hop
@@ -23,12 +36,23 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mesh.core.filters import Predicate, canonical, compile_filter
 from mesh.core.topics import Pattern
 
-__all__ = ["Decision", "Interest", "RouteInfo", "RoutingTable", "SubKey", "subscription_key"]
+if TYPE_CHECKING:
+    from mesh.core.rules import TopicRules
+
+__all__ = [
+    "Decision",
+    "Interest",
+    "Refusal",
+    "RouteInfo",
+    "RoutingTable",
+    "SubKey",
+    "subscription_key",
+]
 
 SubKey = tuple[str, str]  # (pattern, canonical filter)
 
@@ -74,6 +98,15 @@ class Interest:
             tuple(str(p) for p in obj["path"]),
             bool(obj.get("up", True)),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """An interest from a peer that the table did not install, and why."""
+
+    code: str  # path (contains this node), export (outside our export), limit
+    detail: str
+    interest: Interest
 
 
 @dataclass(slots=True)
@@ -207,6 +240,12 @@ class RoutingTable:
         self._learned: dict[str, dict[tuple[str, SubKey], Interest]] = {}  # peer -> interests
         self._up: dict[str, bool] = {}
         self._routes: dict[tuple[str, SubKey], _Route] = {}
+        self._raw: dict[str, dict[tuple[str, SubKey], Interest]] = {}  # as each peer said
+        self._export: dict[str, TopicRules] = {}  # absent: everything
+        self._import: dict[str, TopicRules] = {}
+        self._reach: dict[str, dict[str, tuple[str, ...]]] = {}  # peer -> origin -> path
+        self._behind: dict[str, frozenset[str]] = {}  # cache of behind(peer)
+        self.max_per_peer = 20_000  # interests kept per peer (limits.max_interests_per_peer)
         self.version = 0  # bumped on every change that may alter advertisements
         self.looped = 0  # interests received whose path already contained this node
 
@@ -241,42 +280,189 @@ class RoutingTable:
         self._up[peer] = up
         self._reselect({k for k in self._routes_via(peer)} | self._keys_learned(peer))
 
-    def replace_learned(self, peer: str, interests: Iterable[Interest]) -> None:
-        """A full table from ``peer`` (after the hello): replaces what it told us before."""
-        old = self._learned.get(peer, {})
-        new = {(i.origin, i.key): i for i in interests if self._acceptable(i)}
-        self._learned[peer] = new
-        self._reselect(set(old) | set(new))
+    def replace_learned(self, peer: str, interests: Iterable[Interest]) -> list[Refusal]:
+        """A full table from ``peer`` (after the hello): replaces what it told us before.
+
+        Returns the interests not installed, with the reason.
+        """
+        refused: list[Refusal] = []
+        raw: dict[tuple[str, SubKey], Interest] = {}
+        for i in interests:
+            if self._admit(peer, i, len(raw), refused, new=(i.origin, i.key) not in raw):
+                raw[(i.origin, i.key)] = i
+        self._raw[peer] = raw
+        self._behind.pop(peer, None)
+        self._install(peer, refused)
+        return refused
 
     def update_learned(
         self, peer: str, add: Iterable[Interest], remove: Iterable[tuple[str, SubKey]]
-    ) -> None:
+    ) -> list[Refusal]:
+        raw = self._raw.setdefault(peer, {})
+        refused: list[Refusal] = []
+        removed = [k for k in remove if raw.pop(k, None) is not None]
+        added: list[Interest] = []
+        for i in add:
+            k = (i.origin, i.key)
+            if self._admit(peer, i, len(raw), refused, new=k not in raw):
+                raw[k] = i
+                added.append(i)
+        self._behind.pop(peer, None)
+        if peer in self._export:
+            self._install(peer, refused)  # narrowed entries may be shared: recompute all
+            return refused
         table = self._learned.setdefault(peer, {})
         changed: set[tuple[str, SubKey]] = set()
-        for k in remove:
+        for k in removed:
             if table.pop(k, None) is not None:
                 changed.add(k)
-        for i in add:
-            if self._acceptable(i):
-                table[(i.origin, i.key)] = i
-                changed.add((i.origin, i.key))
+        for i in added:
+            table[(i.origin, i.key)] = i
+            changed.add((i.origin, i.key))
         self._reselect(changed)
+        return refused
+
+    def _admit(
+        self, peer: str, i: Interest, have: int, refused: list[Refusal], *, new: bool
+    ) -> bool:
+        if self.self_id in i.path or i.origin == self.self_id:
+            self.looped += 1
+            refused.append(Refusal("path", f"path {' > '.join(i.path)} contains this node", i))
+            return False
+        if new and have >= self.max_per_peer:
+            refused.append(
+                Refusal("limit", f"more than {self.max_per_peer} interests from {peer}", i)
+            )
+            return False
+        return True
+
+    def _install(self, peer: str, refused: list[Refusal]) -> None:
+        """Install what ``peer`` told us, narrowed by our export for it; reselect the changes."""
+        rules = self._export.get(peer)
+        raw = self._raw.get(peer, {})
+        new: dict[tuple[str, SubKey], Interest]
+        if rules is None:
+            new = dict(raw)
+        else:
+            new = {}
+            for i in raw.values():
+                parts = rules.narrow(i)
+                if not parts:
+                    refused.append(
+                        Refusal(
+                            "export",
+                            f"{i.pattern} is outside our export for {peer} ({rules.describe()})",
+                            i,
+                        )
+                    )
+                for n in parts:
+                    new[(n.origin, n.key)] = n
+        old = self._learned.get(peer, {})
+        self._learned[peer] = new
+        self._reselect({k for k in set(old) | set(new) if old.get(k) != new.get(k)})
+
+    def set_rules(self, peer: str, import_: TopicRules | None, export: TopicRules | None) -> None:
+        """Our import and export rules for ``peer`` (None: everything); applied at once."""
+        imp = None if import_ is None or import_.everything else import_
+        exp = None if export is None or export.everything else export
+        if self._import.get(peer) is not imp:
+            if imp is None:
+                self._import.pop(peer, None)
+            else:
+                self._import[peer] = imp
+            self.version += 1
+        if self._export.get(peer) is not exp:
+            if exp is None:
+                self._export.pop(peer, None)
+            else:
+                self._export[peer] = exp
+            self._install(peer, [])
+
+    def export_rules(self, peer: str) -> TopicRules | None:
+        return self._export.get(peer)
+
+    def import_rules(self, peer: str) -> TopicRules | None:
+        return self._import.get(peer)
 
     def learned(self) -> dict[str, list[Interest]]:
-        """Everything each peer told us (for persisting across restarts)."""
-        return {p: list(t.values()) for p, t in self._learned.items()}
+        """Everything each peer told us, as it said it (for persisting across restarts)."""
+        return {p: list(t.values()) for p, t in self._raw.items()}
 
     def forget_peer(self, peer: str) -> None:
         """Withdraw everything learned over ``peer`` (peer removed from config)."""
         old = self._learned.pop(peer, {})
+        self._raw.pop(peer, None)
         self._up.pop(peer, None)
+        self._export.pop(peer, None)
+        self._import.pop(peer, None)
+        if self._reach.pop(peer, None) is not None:
+            self.version += 1
+        self._behind.pop(peer, None)
         self._reselect(set(old))
 
-    def _acceptable(self, i: Interest) -> bool:
-        if self.self_id in i.path or i.origin == self.self_id:
-            self.looped += 1
-            return False
-        return True
+    # -- reach: which nodes are behind which peer -------------------------------------
+
+    def set_reach(self, peer: str, paths: Iterable[tuple[str, ...]]) -> list[str]:
+        """The nodes ``peer`` announces behind it (paths origin first, ``peer`` last).
+
+        Returns the reasons for paths not kept (one containing this node). A
+        path that does not end with ``peer`` never gets here (the frame parser
+        refuses it).
+        """
+        refused: list[str] = []
+        reach: dict[str, tuple[str, ...]] = {}
+        for path in paths:
+            if self.self_id in path:
+                refused.append(f"reach path {' > '.join(path)} contains this node")
+                continue
+            known = reach.get(path[0])
+            if known is None or len(path) < len(known):
+                reach[path[0]] = path
+        if self._reach.get(peer) != reach:
+            self._reach[peer] = reach
+            self._behind.pop(peer, None)
+            self.version += 1
+        return refused
+
+    def reach(self) -> dict[str, list[tuple[str, ...]]]:
+        """What each peer announced behind it (for persisting across restarts)."""
+        return {p: list(r.values()) for p, r in self._reach.items()}
+
+    def reach_to(self, peer: str) -> list[tuple[str, ...]]:
+        """The nodes this node announces to ``peer``: itself, and who is behind its other peers.
+
+        A peer that announced no reach (an older protocol version) is still
+        behind us itself, with the nodes on the paths of its interests.
+        """
+        best: dict[str, tuple[str, ...]] = {self.self_id: (self.self_id,)}
+        for other in {*self._reach, *self._raw}:
+            if other == peer:
+                continue
+            reach = self._reach.get(other)
+            if reach is None:
+                raw = self._raw.get(other, {}).values()
+                paths: Iterable[tuple[str, ...]] = [(other,)] + [
+                    i.path[n:] for i in raw for n in range(len(i.path))
+                ]
+            else:
+                paths = reach.values()
+            for path in paths:
+                if peer in path or self.self_id in path:
+                    continue
+                known = best.get(path[0])
+                if known is None or len(path) + 1 < len(known):
+                    best[path[0]] = (*path, self.self_id)
+        return sorted(best.values())
+
+    def behind(self, peer: str) -> frozenset[str]:
+        """The origins ``peer`` may send events for: itself and what it announced behind it."""
+        known = self._behind.get(peer)
+        if known is None:
+            ids = {peer, *self._reach.get(peer, {})}
+            for i in self._raw.get(peer, {}).values():
+                ids.update(i.path)
+            known = self._behind[peer] = frozenset(ids)
+        return known
 
     def _keys_learned(self, peer: str) -> set[tuple[str, SubKey]]:
         return set(self._learned.get(peer, {}))
@@ -289,17 +475,20 @@ class RoutingTable:
             return
         now = time.time()
         for k in keys:
-            best: tuple[int, int, str] | None = None
+            old = self._routes.get(k)
+            incumbent = old.next_hop if old is not None else None
+            best: tuple[int, int, int, str] | None = None
             best_interest: Interest | None = None
             for peer, table in self._learned.items():
                 i = table.get(k)
                 if i is None:
                     continue
                 reachable = i.up and self._up.get(peer, False)
-                rank = (0 if reachable else 1, len(i.path), peer)
+                # On a tie the route already selected stays: a newcomer announcing an
+                # equally short path (honest or not) does not take it over.
+                rank = (0 if reachable else 1, len(i.path), 0 if peer == incumbent else 1, peer)
                 if best is None or rank < best:
                     best, best_interest = rank, i
-            old = self._routes.get(k)
             origin, key = k
             if best_interest is None or best is None:
                 if old is not None:
@@ -309,7 +498,7 @@ class RoutingTable:
                         e.remote.pop(origin, None)
                         self._trie.discard_if_empty(key)
                 continue
-            hop = best[2]
+            hop = best[3]
             if old is not None and old.next_hop == hop and old.interest == best_interest:
                 continue
             self._routes[k] = _Route(best_interest, hop, old.since if old else now)
@@ -337,7 +526,16 @@ class RoutingTable:
             out[k] = Interest(
                 i.origin, i.pattern, i.filter, (*i.path, self.self_id), self._reachable(r)
             )
-        return out
+        rules = self._import.get(peer)
+        if rules is None:
+            return out
+        # Narrowed by our import for the peer: a well-behaved peer never sends what
+        # we would drop at the link.
+        narrowed: dict[tuple[str, SubKey], Interest] = {}
+        for i in out.values():
+            for n in rules.narrow(i):
+                narrowed[(n.origin, n.key)] = n
+        return narrowed
 
     # -- matching ------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ import pytest
 from mesh.core import frames
 from mesh.core.errors import LinkProtocolError
 from mesh.core.frames import (
+    LINK_VERSIONS,
     Ack,
     Credit,
     Hello,
@@ -86,10 +87,11 @@ def test_a_hello_with_a_non_string_token_is_a_hello_with_no_token() -> None:
 
 
 def test_a_welcome_outside_our_versions_is_a_protocol_error() -> None:
-    ok = parse_welcome(j({"type": "welcome", "node": "site-b", "version": 2}), "site-b")
-    assert ok == Welcome("site-b", "", 2)
+    newest = LINK_VERSIONS[1]
+    ok = parse_welcome(j({"type": "welcome", "node": "site-b", "version": newest}), "site-b")
+    assert ok == Welcome("site-b", "", newest)
     with pytest.raises(LinkProtocolError, match="unsupported protocol version"):
-        parse_welcome(j({"type": "welcome", "node": "site-b", "version": 3}), "site-b")
+        parse_welcome(j({"type": "welcome", "node": "site-b", "version": newest + 1}), "site-b")
 
 
 @pytest.mark.parametrize(
