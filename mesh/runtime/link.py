@@ -20,6 +20,14 @@ event batches are binary (:mod:`mesh.core.envelope`).
    stays up: the sender simply runs out of credit. A peer that sends more
    than its credit, or a malformed frame, has its link closed with the reason.
 
+4. Per-peer rules and origins. Every event from the peer must be within our
+   ``import`` for it (else dropped, acknowledged and counted in
+   ``mesh_link_denied_events_total{peer,direction="import"}``) and must come
+   from the peer or a node it announced behind it (version 3 ``reach``, or the
+   paths of its interests; else ``mesh_link_forged_events_total{peer,
+   reason="origin"}``). Events queued for the peer outside our ``export`` for
+   it (the rules changed since) are dropped at send, ``direction="export"``.
+
 A link's faults never leave it: the dialer runs under the node's supervisor
 (reconnecting with backoff), an accepted link is supervised in its handler.
 """
@@ -43,7 +51,7 @@ from aiohttp import web
 from mesh.config import AcceptPeer, Limits, Peer
 from mesh.core import frames
 from mesh.core.certs import identity_mismatch
-from mesh.core.envelope import decode_batch_frame, decode_record, encode_batch_frame
+from mesh.core.envelope import Envelope, decode_batch_frame, decode_record, encode_batch_frame
 from mesh.core.errors import (
     EventError,
     EventTooLarge,
@@ -71,6 +79,7 @@ MAX_FRAME = 64 << 20
 CLOSE_REFUSED = 4001
 CLOSE_PROTOCOL = 4002
 _BATCH_HEADER = 13  # tag, seq, count (see mesh.core.envelope)
+LOG_EVERY = 5.0  # seconds between log lines of one kind of drop on one link
 
 
 class LinkHost(Protocol):
@@ -90,6 +99,8 @@ class LinkHost(Protocol):
     pending_hellos: int
 
     def routes_changed(self) -> None: ...
+
+    def apply_rules(self, peer: str) -> None: ...
 
 
 _WS = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
@@ -126,6 +137,11 @@ class LinkSession:
         # Batches wait here so acks and interests keep flowing while one is routed;
         # the credit we granted bounds it (enforced in _reader).
         self._batches: asyncio.Queue[bytes] = asyncio.Queue()
+        self._sent_interests: dict[Any, Interest] = {}
+        self._sent_reach: list[tuple[str, ...]] | None = None
+        self._advertised_once = False
+        self._advertising = asyncio.Lock()
+        self._logged: dict[str, tuple[float, int]] = {}  # kind -> (last logged, suppressed)
 
     async def run(self) -> None:
         """Run the link until it drops; raises what broke it (LinkError and others)."""
@@ -135,6 +151,7 @@ class LinkSession:
             await old.close()
         host.sessions[peer] = self
         self._task = asyncio.current_task()
+        host.apply_rules(peer)  # an id admitted by accept '*' gets that entry's rules
         host.table.link_state(peer, True)
         host.routes_changed()
         host.metrics.inc("mesh_link_sessions_total", peer=peer)
@@ -148,8 +165,19 @@ class LinkSession:
         )
         box = await host.router.peer_box(peer)
         box.rewind()
+        if self.version < 3:
+            log.info(
+                "link %s speaks protocol %d, which announces no reach: events are accepted "
+                "only from it and the nodes on its interests' paths",
+                peer,
+                self.version,
+                extra={"peer": peer},
+            )
         try:
             await self.ws.send_str(frames.dump({"type": "credit", "events": self.allowed}))
+            # Our interests and reach go out before any batch, so the peer knows the
+            # origins we speak for before the first event that needs them.
+            await self._advertise()
             await _run_all(
                 {
                     "reader": self._reader(),
@@ -257,23 +285,31 @@ class LinkSession:
 
     async def _on_interests(self, frame: frames.Interests) -> None:
         host, peer = self.host, self.peer
-        if frame.refused:
-            for r in frame.refused:
+        if frame.full:
+            installed = host.table.replace_learned(peer, frame.add)
+        else:
+            installed = host.table.update_learned(peer, frame.add, frame.remove)
+        # Refused in the frame (malformed, bad paths), then by the table (a path through
+        # us, outside our export, over the limit), then reach paths through us.
+        refused = list(frame.refused)
+        refused += [
+            frames.InterestRefused(r.code, r.detail, r.interest.origin, r.interest.pattern)
+            for r in installed
+        ]
+        if frame.reach is not None and self.version >= 3:
+            refused += [
+                frames.InterestRefused("path", why)
+                for why in host.table.set_reach(peer, frame.reach)
+            ]
+        if refused:
+            for r in refused:
                 host.metrics.inc("mesh_interests_refused_total", peer=peer, reason=r.code)
-            log.warning(
-                "link %s: refused %d interests, first: %s",
-                peer,
-                len(frame.refused),
-                frame.refused[0].detail,
-                extra={"peer": peer},
+            self._log_drop(
+                "interests", "refused %d interests, first: %s", len(refused), refused[0].detail
             )
             if self.version >= 2:
-                notice = [r.to_json() for r in frame.refused[:100]]
+                notice = [r.to_json() for r in refused[:100]]
                 await self.ws.send_str(frames.dump({"type": "notice", "refused": notice}))
-        if frame.full:
-            host.table.replace_learned(peer, frame.add)
-        else:
-            host.table.update_learned(peer, frame.add, frame.remove)
         host.routes_changed()
 
     def _grant(self, n: int) -> None:
@@ -313,7 +349,8 @@ class LinkSession:
                     validate_attributes(env.event.attrs)
                     if (size := env.event.size()) > max_size:
                         raise EventTooLarge(size, max_size)
-                    envs.append(env)
+                    if self._admit(env):
+                        envs.append(env)
                 except (LinkProtocolError, EventError) as exc:
                     dead.append(
                         DeadLetter(
@@ -351,6 +388,38 @@ class LinkSession:
         self.allowed += count
         await self.ws.send_str(frames.dump({"type": "ack", "seq": seq, "credit": count}))
 
+    def _admit(self, env: Envelope) -> bool:
+        """Whether an event from the peer may enter: its origin and our import for the peer."""
+        table, peer = self.host.table, self.peer
+        if env.origin != peer and env.origin not in table.behind(peer):
+            self.host.metrics.inc("mesh_link_forged_events_total", peer=peer, reason="origin")
+            self._log_drop(
+                "forged",
+                "dropped an event from origin %r, which %s has not announced behind it (topic %s)",
+                env.origin,
+                peer,
+                env.topic,
+            )
+            return False
+        rules = table.import_rules(peer)
+        if rules is not None and not rules.allows(tuple(env.topic.split("/")), env.event.attrs):
+            self.host.metrics.inc("mesh_link_denied_events_total", peer=peer, direction="import")
+            why = "dropped an event on %s: outside our import (%s)"
+            self._log_drop("import", why, env.topic, rules.describe())
+            return False
+        return True
+
+    def _log_drop(self, kind: str, msg: str, *args: Any) -> None:
+        """Log a deliberate drop, at most once per LOG_EVERY seconds per kind (and say how many)."""
+        now = time.monotonic()
+        last, suppressed = self._logged.get(kind, (0.0, 0))
+        if now - last < LOG_EVERY:
+            self._logged[kind] = (last, suppressed + 1)
+            return
+        self._logged[kind] = (now, 0)
+        more = f" (and {suppressed} more since)" if suppressed else ""
+        log.warning(f"link %s: {msg}{more}", self.peer, *args, extra={"peer": self.peer})
+
     async def _sender(self) -> None:
         host = self.host
         box = await host.router.peer_box(self.peer)
@@ -359,6 +428,15 @@ class LinkSession:
         while True:
             await self._credit_ok.wait()
             records = await box.read(min(batch_size, self.credit))
+            if self.changed.is_set():
+                # Routes or reach changed (a node appeared behind us, say): the peer
+                # hears of it before it gets events that depend on it.
+                await self._advertise()
+            rules = host.table.export_rules(self.peer)
+            if rules is not None:
+                records = await self._within_export(box, records, rules)
+                if not records:
+                    continue
             seq += 1
             self._inflight[seq] = [s for s, _ in records]
             self.credit -= len(records)
@@ -376,22 +454,60 @@ class LinkSession:
             await asyncio.sleep(BEACON)
             await self.ws.send_str(beat)
 
+    async def _within_export(
+        self, box: Any, records: list[tuple[int, bytes]], rules: Any
+    ) -> list[tuple[int, bytes]]:
+        """Drop (acknowledge) queued records outside our export for the peer."""
+        keep: list[tuple[int, bytes]] = []
+        denied: list[int] = []
+        for s, rec in records:
+            try:
+                env = decode_record(rec)
+            except (LinkProtocolError, EventError):
+                keep.append((s, rec))  # the receiver dead-letters what it cannot read
+                continue
+            if rules.allows(tuple(env.topic.split("/")), env.event.attrs):
+                keep.append((s, rec))
+            else:
+                denied.append(s)
+        if denied:
+            await box.ack(denied)
+            self.host.metrics.inc(
+                "mesh_link_denied_events_total", len(denied), peer=self.peer, direction="export"
+            )
+            self._log_drop(
+                "export",
+                "dropped %d queued events outside our export (%s)",
+                len(denied),
+                rules.describe(),
+            )
+        return keep
+
     async def _advertiser(self) -> None:
-        table = self.host.table
-        sent: dict[Any, Interest] = {}
-        first = True
         while True:
             await self.changed.wait()
+            await self._advertise()
+
+    async def _advertise(self) -> None:
+        """Tell the peer what changed in our interests (and, from version 3, our reach)."""
+        async with self._advertising:
             self.changed.clear()
+            table = self.host.table
+            first = not self._advertised_once
+            sent = self._sent_interests
             now = table.advertised_to(self.peer)
             add = [i.to_json() for k, i in now.items() if sent.get(k) != i]
             remove = [i.to_json() for k, i in sent.items() if k not in now]
-            if first or add or remove:
-                await self.ws.send_str(
-                    frames.dump({"type": "interests", "full": first, "add": add, "remove": remove})
-                )
-            first = False
-            sent = now
+            msg: dict[str, Any] = {"type": "interests", "full": first, "add": add, "remove": remove}
+            if self.version >= 3:
+                reach = table.reach_to(self.peer)
+                if reach != self._sent_reach:
+                    msg["reach"] = [list(p) for p in reach]
+                    self._sent_reach = reach
+            if first or add or remove or "reach" in msg:
+                await self.ws.send_str(frames.dump(msg))
+            self._advertised_once = True
+            self._sent_interests = now
 
 
 async def _run_all(coros: dict[str, Any], name: str) -> None:

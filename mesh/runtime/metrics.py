@@ -30,6 +30,13 @@ HELP = {
     "mesh_outbox_depth": "Events waiting in an outbox",
     "mesh_outbox_bytes": "Bytes waiting in an outbox",
     "mesh_link_up": "1 when the peer link is established",
+    "mesh_link_denied_events_total": "Events dropped at a peer link by our rules for the peer: "
+    "direction import (outside what we take from it) or export (queued, outside what it "
+    "may receive from us)",
+    "mesh_link_forged_events_total": "Events dropped at a peer link because their origin is "
+    "neither the peer nor a node it announced behind it, by peer and reason",
+    "mesh_interests_refused_total": "Interests from a peer not installed, by peer and reason "
+    "(malformed, pattern, filter, path, export, limit)",
     "mesh_link_closed_by_reload_total": "Accepted links closed by a reload because their "
     "id or token is no longer accepted, by peer",
 }

@@ -38,14 +38,15 @@ from aiohttp import web
 
 from mesh.api.ingress import HttpRoutes
 from mesh.api.server import build_app
-from mesh.config import MeshConfig, OutboxSettings, Peer, load_config
+from mesh.config import AcceptPeer, MeshConfig, OutboxSettings, Peer, load_config
 from mesh.core.egress import EgressRule
 from mesh.core.errors import ConfigError, ConfigErrors, MeshError, Overloaded
 from mesh.core.filters import canonical
-from mesh.core.frames import LINK_VERSIONS, InterestRefused, parse_interest
+from mesh.core.frames import LINK_VERSIONS, InterestRefused, parse_interest, parse_reach
 from mesh.core.ingress import IngressRule
 from mesh.core.message import Subscribe
 from mesh.core.routing import Interest, RoutingTable
+from mesh.core.rules import EVERYTHING, TopicRules
 from mesh.plugins import Bridge, BridgeContext, BridgeSpec, Delivery, load_specs
 from mesh.runtime.admin import NodeAdmin
 from mesh.runtime.backoff import Backoff
@@ -68,6 +69,7 @@ log = logging.getLogger(__name__)
 INGRESS_BATCH = 512
 ROUTE_SAVE_DELAY = 0.2  # seconds to coalesce route changes before persisting them
 _ROUTES_KEY = "learned-interests"
+_REACH_KEY = "learned-reach"
 
 
 class Node:
@@ -116,6 +118,7 @@ class Node:
         self._bridge_tasks: dict[str, asyncio.Task[None]] = {}
         self._egress_tasks: dict[str, tuple[EgressWorker, asyncio.Task[None]]] = {}
         self._dial_tasks: dict[str, tuple[Peer, asyncio.Task[None]]] = {}
+        self._rules: dict[str, tuple[TopicRules, TopicRules]] = {"*": (EVERYTHING, EVERYTHING)}
         self._saved_routes = -1
         self._routes_dirty = asyncio.Event()
         self.metrics.gauge(
@@ -261,9 +264,13 @@ class Node:
         }
         for pid in {*peers, *self.sessions}:
             await self.router.peer_box(pid)  # applies the current policy
+        self.table.max_per_peer = config.limits.max_interests_per_peer
+        self._compile_rules(config)
+        for pid in {*peers, *self.sessions, *self.table.learned()}:
+            self.apply_rules(pid)
         for pid in list(self._dial_tasks):
             peer, task = self._dial_tasks[pid]
-            if peers.get(pid) != peer:
+            if pid not in peers or _connection(peers[pid]) != _connection(peer):
                 await cancel_and_wait([task])
                 del self._dial_tasks[pid]
                 self.dialing.discard(pid)
@@ -293,6 +300,27 @@ class Node:
                 if not any(a.id in (pid, "*") for a in self.accept):
                     self.table.forget_peer(pid)
         self.routes_changed()
+
+    def _compile_rules(self, config: MeshConfig) -> None:
+        """Compile every peer's import and export once per configuration (the hot path asks)."""
+
+        def both(entry: Peer | AcceptPeer) -> tuple[TopicRules, TopicRules]:
+            return (
+                TopicRules.compile(entry.rule_entries("import")),
+                TopicRules.compile(entry.rule_entries("export")),
+            )
+
+        accept: dict[str, tuple[TopicRules, TopicRules]] = {}
+        for a in config.accept:
+            accept.setdefault(a.id, both(a))
+        dialed = {p.id: both(p) for p in config.peers}
+        self._rules = {"*": accept.pop("*", (EVERYTHING, EVERYTHING)), **accept, **dialed}
+
+    def apply_rules(self, peer: str) -> None:
+        """Give the routing table our rules for ``peer``: its ``peers[]`` entry, else its
+        own ``accept`` entry, else the wildcard one."""
+        imp, exp = self._rules.get(peer) or self._rules["*"]
+        self.table.set_rules(peer, imp, exp)
 
     def _ingress_rules(self, config: MeshConfig) -> list[IngressRule]:
         rules = []
@@ -404,6 +432,7 @@ class Node:
         What was persisted is checked like anything a peer sends: a bad entry
         (say, saved by an older version) is dropped with a warning, never fatal.
         """
+        await self._restore_reach()
         raw = await self.store.get(_ROUTES_KEY)
         if raw is None:
             return
@@ -432,6 +461,24 @@ class Node:
             )
         self._saved_routes = self.table.version
 
+    async def _restore_reach(self) -> None:
+        """Who was behind each peer, so queued events from them pass the origin check."""
+        raw = await self.store.get(_REACH_KEY)
+        if raw is None:
+            return
+        try:
+            saved = orjson.loads(raw)
+            if not isinstance(saved, dict):
+                raise ValueError("not a mapping of peers")
+        except ValueError as exc:
+            log.warning("persisted reach cannot be read and is dropped: %s", exc)
+            return
+        for peer, paths in saved.items():
+            refused: list[InterestRefused] = []
+            self.table.set_reach(str(peer), parse_reach(paths, str(peer), refused))
+            for r in refused:
+                log.warning("persisted reach via %s dropped: %s", peer, r.detail)
+
     async def persist_routes(self) -> None:
         """Save what peers told us, so a restarted node routes before links are back."""
         if self._saved_routes == self.table.version:
@@ -439,6 +486,8 @@ class Node:
         version = self.table.version
         snapshot = {p: [i.to_json() for i in items] for p, items in self.table.learned().items()}
         await self.store.put(_ROUTES_KEY, orjson.dumps(snapshot))
+        reach = {p: [list(path) for path in paths] for p, paths in self.table.reach().items()}
+        await self.store.put(_REACH_KEY, orjson.dumps(reach))
         self._saved_routes = version
 
     async def _persist_routes(self) -> None:
@@ -664,6 +713,14 @@ class Node:
             ],
             "metrics": self.metrics.snapshot(),
         }
+
+
+def _connection(peer: Peer) -> tuple[object, ...]:
+    """What a link to ``peer`` was made with: a change means dialling again.
+
+    Rules and outbox settings apply to the running link, so changing them keeps it.
+    """
+    return (peer.id, peer.url, peer.token, peer.tls)
 
 
 def _policy(settings: OutboxSettings) -> OutboxPolicy:

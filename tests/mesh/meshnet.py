@@ -49,6 +49,7 @@ class MeshNet:
         *,
         proxied: Iterable[tuple[str, str]] = (),
         node_options: dict[str, dict[str, Any]] | None = None,
+        rules: dict[tuple[str, str], dict[str, Any]] | None = None,
     ) -> None:
         self.tmp = tmp_path
         self.names = names
@@ -56,6 +57,8 @@ class MeshNet:
         self.interests = interests  # node -> mesh-topic patterns it subscribes to
         self.proxied = set(proxied)
         self.node_options = node_options or {}  # node -> extra keyword arguments of Node
+        # (node, peer) -> import/export keys of node's entry for peer (peers[] or accept)
+        self.rules = rules or {}
         self.members: dict[str, Member] = {}
         self.proxies: dict[tuple[str, str], TcpProxy] = {}
         self.ports: dict[str, int] = {}
@@ -70,13 +73,20 @@ class MeshNet:
                 port = ports[acceptor]
                 if (dialer, acceptor) in self.proxies:
                     port = self.proxies[(dialer, acceptor)].port
-                peers.append({"id": acceptor, "url": f"ws://127.0.0.1:{port}/mesh", "token": TOKEN})
+                url = f"ws://127.0.0.1:{port}/mesh"
+                rules = self.rules.get((name, acceptor), {})
+                peers.append({"id": acceptor, "url": url, "token": TOKEN, **rules})
+        accept: list[dict[str, Any]] = [
+            {"id": dialer, "token": TOKEN, **self.rules[(name, dialer)]}
+            for dialer, acceptor in self.edges
+            if acceptor == name and (name, dialer) in self.rules
+        ]
         return node_config(
             self.tmp,
             name,
             brokers={"bus": {"kind": "nats", "url": self.members[name].server.url}},
             peers=peers,
-            accept=[{"id": "*", "token": TOKEN}],
+            accept=[*accept, {"id": "*", "token": TOKEN}],
             ingress=[{"from": "bus", "topic": "in.>"}],
             egress=[
                 {"to": "bus", "topic": t, "target": "out.{node}.{id}"}
@@ -122,6 +132,11 @@ class MeshNet:
         data = config_data(config, exclude_defaults=True)
         path.write_text(yaml.safe_dump(data))
         return path
+
+    def set_rules(self, name: str, peer: str, rules: dict[str, Any]) -> Path:
+        """Rewrite a node's file with new rules for one peer (apply with mesh reload)."""
+        self.rules[(name, peer)] = rules
+        return self.write_config(name, self.config(name, self.ports))
 
     def set_interests(self, name: str, patterns: list[str]) -> Path:
         """Rewrite a node's file with new egress subscriptions (apply with mesh reload)."""

@@ -298,10 +298,11 @@ def malformed(rng: random.Random, n: int, *, authenticated: bool) -> Frame:
     return Frame("near-miss hello", _dumps(hello))
 
 
+_NEWER = [frames.LINK_VERSIONS[1] + 1, frames.LINK_VERSIONS[1] + 7]  # none we speak
 _NEAR_MISS: dict[str, list[Any]] = {
     "node": [None, 1, "", "UPPER", "-x", "a" * 64, ["fuzz-peer"], "b", "fuzz peer"],
     "token": [None, 1, "", TOKEN + " ", TOKEN.upper(), [TOKEN], {"token": TOKEN}],
-    "versions": [None, [], [2, 1], [0, 1], [1], [1, 2, 3], ["1", "2"], [3, 9], [-1, 2**64]],
+    "versions": [None, [], [2, 1], [0, 1], [1], [1, 2, 3], ["1", "2"], _NEWER, [-1, 2**64]],
 }
 
 
