@@ -132,6 +132,7 @@ class LinkSession:
         self.sent = 0
         self.received = 0
         self.token: str | None = None  # the token an accepted peer linked with
+        self.certificate: bytes | None = None  # its verified client certificate (DER)
         self.last_seen = time.monotonic()  # any frame from the peer, beacons included
         self._task: asyncio.Task[None] | None = None
         # Batches wait here so acks and interests keep flowing while one is routed;
@@ -635,6 +636,7 @@ async def accept_link(host: LinkHost, request: web.Request) -> web.StreamRespons
     )
     session = LinkSession(host, hello.node, hello.region, ws, dialed=False, version=version)
     session.token = hello.token  # re-checked at every reload (token_refusal)
+    session.certificate = _peercert_der(request)  # and this against a reloaded CA
     await supervise(f"link[{hello.node}]", session.run, faults=host.faults, restart=False)
     return ws
 
@@ -647,6 +649,15 @@ def _peercert(request: web.Request) -> dict[str, Any] | None:
     transport = request.transport
     cert = transport.get_extra_info("peercert") if transport is not None else None
     return cert if isinstance(cert, dict) and cert else None
+
+
+def _peercert_der(request: web.Request) -> bytes | None:
+    transport = request.transport
+    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    if ssl_object is None:
+        return None
+    der = ssl_object.getpeercert(binary_form=True)
+    return der if isinstance(der, bytes) and der else None
 
 
 async def _handshake(

@@ -38,7 +38,8 @@ from aiohttp import web
 
 from mesh.api.ingress import HttpRoutes
 from mesh.api.server import build_app
-from mesh.config import AcceptPeer, MeshConfig, OutboxSettings, Peer, load_config
+from mesh.config import AcceptPeer, MeshConfig, NodeTls, OutboxSettings, Peer, load_config
+from mesh.core.certs import untrusted
 from mesh.core.egress import EgressRule
 from mesh.core.errors import ConfigError, ConfigErrors, MeshError, Overloaded
 from mesh.core.filters import canonical
@@ -378,10 +379,32 @@ class Node:
             except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
                 err = ConfigError("node.tls", f"certificates do not load: {exc}")
                 raise ConfigErrors("reload", [err]) from exc
-            if new_tls != old_tls:
-                log.info("node.tls reloaded: new handshakes use the new certificates")
+            log.info("node.tls reloaded: new handshakes use the new certificates")
         await self._apply(config)
+        if new_tls is not None:
+            await self._recheck_certificates(new_tls)
         log.info("configuration reloaded", extra={"node": self.node_id})
+
+    async def _recheck_certificates(self, tls: NodeTls) -> None:
+        """Close accepted links whose client certificate the reloaded TLS settings refuse.
+
+        They must authenticate again, in a new handshake under the new settings;
+        the others stay up, the same sessions.
+        """
+        ca = await asyncio.to_thread(tls.ca.read_bytes) if tls.ca is not None else None
+        for pid, session in list(self.sessions.items()):
+            if session.dialed:
+                continue
+            reason = None
+            if session.certificate is None:
+                if tls.client_auth == "required":
+                    reason = "node.tls.client_auth is now required and it presented no certificate"
+            elif ca is not None and tls.client_auth != "none":
+                reason = untrusted(session.certificate, ca)
+            if reason is not None:
+                log.warning("link %s closed by reload: %s", pid, reason, extra={"peer": pid})
+                self.metrics.inc("mesh_link_closed_by_reload_total", peer=pid)
+                await session.close()
 
     async def reload_from_source(self) -> None:
         """Re-read the configuration file and apply it (SIGHUP, ``mesh reload``)."""

@@ -103,9 +103,10 @@ class ServerTls:
 
     async def reload(self, tls: NodeTls) -> None:
         """Use ``tls`` for every handshake from now on; raises (ssl.SSLError, OSError) if
-        the files do not load, and then keeps the running context."""
-        if tls == self.tls:
-            return
+        the files do not load, and then keeps the running context.
+
+        Built anew even when the paths are the same: rotation usually replaces
+        the files in place."""
         current = await asyncio.to_thread(server_context, tls)
         self.tls, self._current = tls, current
         self._sync()
