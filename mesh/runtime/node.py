@@ -718,6 +718,9 @@ class Node:
                     "sent": s.sent if s else 0,
                     "received": s.received if s else 0,
                     "outbox": box.depth if box else 0,
+                    "import": _describe(self.table.import_rules(p)),
+                    "export": _describe(self.table.export_rules(p)),
+                    "behind": sorted(self.table.behind(p)),
                 }
             )
         return out
@@ -736,6 +739,15 @@ class Node:
             ],
             "metrics": self.metrics.snapshot(),
         }
+
+
+def _describe(rules: TopicRules | None) -> list[Any]:
+    if rules is None:
+        return ["#"]
+    return [
+        e.pattern.text if e.filter is None else {"topic": e.pattern.text, "filter": e.filter}
+        for e in rules.entries
+    ]
 
 
 def _connection(peer: Peer) -> tuple[object, ...]:

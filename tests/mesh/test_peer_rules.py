@@ -168,6 +168,8 @@ async def test_events_outside_our_import_from_a_raw_peer_are_dropped_and_counted
             await wait_for(lambda: {"ok-1", "ok-2"} <= set(received), 10, "the allowed events")
             assert denied(hub, "raw", "import") == 1
             assert "bad-1" not in received
+            [row] = [p for p in hub.peers() if p["id"] == "raw"]  # what mesh peers shows
+            assert (row["import"], row["export"], row["behind"]) == (["raw/ok/#"], ["#"], ["raw"])
 
             # Widen the import by reload: the same session takes the next one.
             session = hub.sessions["raw"]
