@@ -184,3 +184,24 @@ async def test_events_outside_our_import_from_a_raw_peer_are_dropped_and_counted
         finally:
             reader.cancel()
             await ws.close()
+
+
+async def test_a_node_without_subscriptions_is_announced_so_its_events_pass_the_origin_check(
+    tmp_path: Path,
+) -> None:
+    # c -> b -> hub: only hub subscribes. c's events reach hub through b with origin c,
+    # which hub accepts because b announced c in its reach.
+    async with mesh_net(
+        tmp_path, ["c", "b", "hub"], [("c", "b"), ("b", "hub")], {"hub": ["in/#"]}
+    ) as net:
+        hub = net.node("hub")
+        await wait_for(lambda: hub.table.behind("b") >= {"b", "c"}, 10, "c in b's reach")
+        await wait_for(
+            lambda: any(r.origin == "hub" for r in net.node("c").table.routes()), 10, "routes"
+        )
+        for n in range(5):
+            await net.publish("c", f"in.from.c.{n}", f"c-{n}")
+        await net.flush()
+        await wait_for(lambda: len(net.received()["hub"]) == 5, 10, "c's events at hub")
+        for name in net.names:
+            assert net.node(name).metrics.total("mesh_link_forged_events_total") == 0, name
