@@ -456,16 +456,7 @@ class Node:
         (say, saved by an older version) is dropped with a warning, never fatal.
         """
         await self._restore_reach()
-        raw = await self.store.get(_ROUTES_KEY)
-        if raw is None:
-            return
-        try:
-            saved = orjson.loads(raw)
-            if not isinstance(saved, dict):
-                raise ValueError("not a mapping of peers")
-        except ValueError as exc:
-            log.warning("persisted routes cannot be read and are dropped: %s", exc)
-            return
+        saved = await self._saved(_ROUTES_KEY, "routes")
         dropped = 0
         for peer, items in saved.items():
             good: list[Interest] = []
@@ -486,21 +477,25 @@ class Node:
 
     async def _restore_reach(self) -> None:
         """Who was behind each peer, so queued events from them pass the origin check."""
-        raw = await self.store.get(_REACH_KEY)
+        for peer, paths in (await self._saved(_REACH_KEY, "reach")).items():
+            refused: list[InterestRefused] = []
+            self.table.set_reach(str(peer), parse_reach(paths, str(peer), refused))
+            for r in refused:
+                log.warning("persisted reach via %s dropped: %s", peer, r.detail)
+
+    async def _saved(self, key: str, what: str) -> dict[str, Any]:
+        """A persisted mapping of peers, or nothing if absent or unreadable (with a warning)."""
+        raw = await self.store.get(key)
         if raw is None:
-            return
+            return {}
         try:
             saved = orjson.loads(raw)
             if not isinstance(saved, dict):
                 raise ValueError("not a mapping of peers")
         except ValueError as exc:
-            log.warning("persisted reach cannot be read and is dropped: %s", exc)
-            return
-        for peer, paths in saved.items():
-            refused: list[InterestRefused] = []
-            self.table.set_reach(str(peer), parse_reach(paths, str(peer), refused))
-            for r in refused:
-                log.warning("persisted reach via %s dropped: %s", peer, r.detail)
+            log.warning("persisted %s cannot be read and are dropped: %s", what, exc)
+            return {}
+        return saved
 
     async def persist_routes(self) -> None:
         """Save what peers told us, so a restarted node routes before links are back."""
