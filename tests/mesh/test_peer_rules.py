@@ -205,3 +205,16 @@ async def test_a_node_without_subscriptions_is_announced_so_its_events_pass_the_
         await wait_for(lambda: len(net.received()["hub"]) == 5, 10, "c's events at hub")
         for name in net.names:
             assert net.node(name).metrics.total("mesh_link_forged_events_total") == 0, name
+
+
+async def test_reach_is_persisted_so_queued_events_pass_the_check_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    cfg = node_config(tmp_path, "hub", accept=[{"id": "*", "token": "t"}])
+    async with Node(cfg).serve() as hub:
+        hub.table.set_reach("b", [("b",), ("c", "b")])
+        hub.table.set_reach("x", [("y", "hub", "x")])  # through us: refused, not kept
+        await hub.persist_routes()
+    async with Node(cfg).serve() as hub:
+        assert hub.table.behind("b") == {"b", "c"}
+        assert hub.table.behind("x") == {"x"}
