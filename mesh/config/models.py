@@ -282,6 +282,19 @@ class Limits(_Model):
         description="Interests kept from one peer; more are refused, counted in "
         'mesh_interests_refused_total{reason="limit"}',
     )
+    hello_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a connection to /mesh has for its hello: one deadline, "
+        "pings do not extend it",
+    )
+    max_hello_size: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="Bytes: the largest WebSocket frame a connection to /mesh may send before "
+        "its hello is accepted (after it, batches up to 64 MiB); a larger one is refused "
+        "before it is read",
+    )
     max_pending_hellos: int = Field(
         16,
         ge=1,

@@ -47,6 +47,7 @@ from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web
+from aiohttp._websocket.reader import WebSocketReader
 
 from mesh.config import AcceptPeer, Limits, Peer
 from mesh.core import frames
@@ -601,21 +602,30 @@ async def accept_link(host: LinkHost, request: web.Request) -> web.StreamRespons
             what="refused",
         )
         return web.Response(status=503, headers={"Retry-After": "1"}, text="busy")
-    ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=MAX_FRAME)
+    # Frames are small until the hello is accepted: an unauthenticated connection
+    # cannot make the node buffer a batch-sized frame (aiohttp refuses a frame
+    # from its header, before reading it).
+    limits = host.limits
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=limits.max_hello_size)
     hello: frames.Hello | str
     host.pending_hellos += 1
     try:
         await ws.prepare(request)
         # One deadline for the whole hello: receive(timeout) starts again after
         # each ping, so a client pinging every few seconds would hold it open.
-        async with asyncio.timeout(HELLO_TIMEOUT):
+        async with asyncio.timeout(limits.hello_timeout):
             msg = await ws.receive()
         if msg.type == aiohttp.WSMsgType.TEXT:
             hello = frames.parse_hello(msg.data)
+        elif msg.type == aiohttp.WSMsgType.ERROR:
+            hello = (
+                f"oversized or malformed frame before the hello ({ws.exception()}; "
+                f"limits.max_hello_size is {limits.max_hello_size})"
+            )
         else:
             hello = f"expected a hello frame, got a {msg.type.name} frame"
     except TimeoutError:
-        hello = f"no hello within {HELLO_TIMEOUT:.0f}s"
+        hello = f"no hello within {limits.hello_timeout:g}s (limits.hello_timeout)"
     finally:
         host.pending_hellos -= 1
     reason = _check_hello(host, hello, _peercert(request))
@@ -629,6 +639,7 @@ async def accept_link(host: LinkHost, request: web.Request) -> web.StreamRespons
             await ws.close(code=CLOSE_REFUSED, message=b"refused")
         return ws
     version = frames.negotiate(hello.versions, host.link_versions) or 1
+    _allow_batches(ws, request)
     await ws.send_str(
         frames.dump(
             {"type": "welcome", "node": host.node_id, "region": host.region, "version": version}
@@ -639,6 +650,33 @@ async def accept_link(host: LinkHost, request: web.Request) -> web.StreamRespons
     session.certificate = _peercert_der(request)  # and this against a reloaded CA
     await supervise(f"link[{hello.node}]", session.run, faults=host.faults, restart=False)
     return ws
+
+
+def _allow_batches(ws: web.WebSocketResponse, request: web.Request) -> None:
+    """Raise the frame limit from ``limits.max_hello_size`` to MAX_FRAME, after the hello.
+
+    aiohttp fixes a WebSocket's frame limit in its parser when the response is
+    prepared, so the parser is replaced by one with the batch limit, reading
+    into the same queue. The dialer sends nothing between its hello and our
+    welcome, so no frame is half-read at this point. This reaches into aiohttp
+    (the request protocol's parser): if that changes, the check below fails
+    loudly (tests open every link through here) rather than keeping the small
+    limit or buffering past it.
+    """
+    proto = request.protocol
+    old = getattr(proto, "_payload_parser", None)
+    queue = getattr(ws, "_reader", None)
+    if not isinstance(old, WebSocketReader) or queue is None:
+        raise RuntimeError("aiohttp's WebSocket internals changed: cannot raise the frame limit")
+    new = WebSocketReader(
+        queue,
+        MAX_FRAME,
+        compress=bool(getattr(ws, "_compress", False)),
+        decode_text=getattr(ws, "_decode_text", True),
+    )
+    proto._payload_parser = new  # see the docstring
+    if hasattr(ws, "_parser"):
+        ws._parser = new  # the response owns its parser (aiohttp 3.13+)
 
 
 def _peercert(request: web.Request) -> dict[str, Any] | None:

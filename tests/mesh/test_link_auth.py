@@ -116,13 +116,15 @@ async def test_a_wildcard_token_cannot_claim_an_id_with_its_own_entry(tmp_path: 
                 await wait_for(lambda n=node_id: n in b.sessions, 10, f"{node_id} linked")
 
 
-async def test_a_hello_kept_open_with_pings_is_refused_at_its_deadline(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_hello_kept_open_with_pings_is_refused_at_its_deadline(tmp_path: Path) -> None:
     """The hello has one deadline; pings, which restart aiohttp's receive
     timeout, do not extend it."""
-    monkeypatch.setattr(link, "HELLO_TIMEOUT", 1.0)
-    b_cfg = node_config(tmp_path, "site-b", accept=[{"id": "site-a", "token": "t"}])
+    b_cfg = node_config(
+        tmp_path,
+        "site-b",
+        accept=[{"id": "site-a", "token": "t"}],
+        limits={"hello_timeout": 1.0},
+    )
     async with Node(b_cfg).serve() as b, aiohttp.ClientSession() as http:
         ws = await http.ws_connect(f"ws://127.0.0.1:{b.port}/mesh", autoping=True)
         start = asyncio.get_running_loop().time()
