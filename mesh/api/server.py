@@ -26,6 +26,7 @@ import orjson
 from aiohttp import web
 
 from mesh.api import auth
+from mesh.api.guard import ConnectionGuard
 from mesh.api.ingress import HttpRoutes
 from mesh.api.protocol import NodeApi
 from mesh.api.responses import json_response, problem
@@ -34,6 +35,7 @@ from mesh.core.errors import ConfigErrors, MeshError
 __all__ = ["build_app"]
 
 API_KEY: web.AppKey[NodeApi] = web.AppKey("api")
+GUARD_KEY: web.AppKey[ConnectionGuard] = web.AppKey("guard")
 LinkHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -115,6 +117,13 @@ async def _egress_resume(request: web.Request) -> web.Response:
 
 
 @web.middleware
+async def _arrived(request: web.Request, handler: Handler) -> web.StreamResponse:
+    # A complete request head: the connection is no longer pending (slowloris guard).
+    request.app[GUARD_KEY].request_started(request.transport)
+    return await handler(request)
+
+
+@web.middleware
 async def _authorize(request: web.Request, handler: Handler) -> web.StreamResponse:
     api = _api(request)
     refusal = auth.check(request, api.api_grants())
@@ -127,10 +136,11 @@ async def _authorize(request: web.Request, handler: Handler) -> web.StreamRespon
 
 
 def build_app(
-    api: NodeApi, http: HttpRoutes, links: LinkHandler, *, max_body: int
+    api: NodeApi, http: HttpRoutes, links: LinkHandler, *, max_body: int, guard: ConnectionGuard
 ) -> web.Application:
-    app = web.Application(client_max_size=max_body, middlewares=[_authorize])
+    app = web.Application(client_max_size=max_body, middlewares=[_arrived, _authorize])
     app[API_KEY] = api
+    app[GUARD_KEY] = guard
     app.router.add_get("/mesh", links)
     app.router.add_post("/events/{topic:.+}", http.dispatch)
     app.router.add_get("/healthz", _health)

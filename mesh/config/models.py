@@ -295,6 +295,25 @@ class Limits(_Model):
         "its hello is accepted (after it, batches up to 64 MiB); a larger one is refused "
         "before it is read",
     )
+    http_header_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds an HTTP connection has to deliver a complete request head, from "
+        "when it opens (and, for keep-alive, from the end of the previous response); a "
+        "slower one is closed, counted in mesh_http_refused_total{reason=header_timeout}",
+    )
+    http_body_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a POST /events body has to arrive; a slower one gets 408, counted "
+        "in mesh_http_refused_total{reason=body_timeout}",
+    )
+    max_pending_connections: int = Field(
+        256,
+        ge=1,
+        description="HTTP connections waiting for their first request head at once; a new one "
+        "beyond it is closed at once, counted in mesh_http_refused_total{reason=busy}",
+    )
     max_pending_hellos: int = Field(
         16,
         ge=1,

@@ -306,8 +306,9 @@ class LinkSession:
         if refused:
             for r in refused:
                 host.metrics.inc("mesh_interests_refused_total", peer=peer, reason=r.code)
+            reasons = list(dict.fromkeys(r.detail for r in refused))
             self._log_drop(
-                "interests", "refused %d interests, first: %s", len(refused), refused[0].detail
+                "interests", "refused %d interests: %s", len(refused), "; ".join(reasons[:3])
             )
             if self.version >= 2:
                 notice = [r.to_json() for r in refused[:100]]

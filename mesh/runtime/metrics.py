@@ -37,6 +37,8 @@ HELP = {
     "neither the peer nor a node it announced behind it, by peer and reason",
     "mesh_interests_refused_total": "Interests from a peer not installed, by peer and reason "
     "(malformed, pattern, filter, path, export, limit)",
+    "mesh_http_refused_total": "HTTP connections or requests refused by a limit: "
+    "header_timeout (slowloris), body_timeout, busy (too many pending connections)",
     "mesh_link_closed_by_reload_total": "Accepted links closed by a reload because their "
     "id or token is no longer accepted, by peer",
 }

@@ -36,6 +36,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from mesh.api.guard import ConnectionGuard
 from mesh.api.ingress import HttpRoutes
 from mesh.api.server import build_app
 from mesh.config import AcceptPeer, MeshConfig, NodeTls, OutboxSettings, Peer, load_config
@@ -101,7 +102,16 @@ class Node:
         self.router = Router(self.node_id, self.table, self.outboxes, self.metrics)
         self.specs: Mapping[str, BridgeSpec] = specs if specs is not None else load_specs()
         self.ingress = Ingress([], self.router, self.metrics)
-        self.http = HttpRoutes(order=list(config.brokers), starting=self._brokers_connecting)
+        self.http = HttpRoutes(
+            order=list(config.brokers),
+            starting=self._brokers_connecting,
+            refused=self._http_refused,
+        )
+        self.guard = ConnectionGuard(
+            config.limits.http_header_timeout,
+            config.limits.max_pending_connections,
+            self._http_refused,
+        )
         self.egress: list[EgressRule] = []
         self.sessions: dict[str, LinkSession] = {}
         self.dialing: set[str] = set()
@@ -150,9 +160,20 @@ class Node:
                 self.http,
                 functools.partial(accept_link, self),
                 max_body=self.config.limits.max_event_size * 64,
+                guard=self.guard,
             )
-            runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0, access_log=None)
+            runner = web.AppRunner(
+                app,
+                handle_signals=False,
+                shutdown_timeout=2.0,
+                access_log=None,
+                # After a response, the next request head has this long (the guard
+                # bounds the first one); fixed at start, a reload does not change it.
+                keepalive_timeout=self.config.limits.http_header_timeout,
+            )
             await runner.setup()
+            assert runner.server is not None
+            self.guard.attach(runner.server)
             if self.config.node.tls is not None:
                 self.tls = await ServerTls.load(self.config.node.tls)
             site = web.TCPSite(
@@ -216,6 +237,10 @@ class Node:
         self.accept = list(config.accept)
         self.ingress = Ingress(self._ingress_rules(config), self.router, self.metrics)
         self.http.order = list(config.brokers)
+        self.http.body_timeout = config.limits.http_body_timeout
+        self.http.max_body = old.limits.max_event_size * 64  # the server's, fixed at start
+        self.guard.header_timeout = config.limits.http_header_timeout
+        self.guard.max_pending = config.limits.max_pending_connections
         # Brokers: restart supervisors whose settings or subscriptions changed.
         for name in list(self._bridge_tasks):
             if name not in config.brokers or (
@@ -604,6 +629,11 @@ class Node:
 
     def _brokers_connecting(self) -> list[str]:
         return [n for n, e in self._ready.items() if not e.is_set()]
+
+    def _http_refused(self, reason: str, detail: str) -> None:
+        """An HTTP connection or request refused by a limit: counted, logged (repeats summed)."""
+        self.metrics.inc("mesh_http_refused_total", reason=reason)
+        self.faults.report(f"http[{reason}]", MeshError(detail), what="refused")
 
     def _refused(self, peer: str, reason: str) -> None:
         self.refusals[peer] = reason

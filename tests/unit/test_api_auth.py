@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from mesh.api import auth
+from mesh.api.guard import ConnectionGuard
 from mesh.api.ingress import HttpRoutes
 from mesh.api.server import build_app
 
@@ -24,7 +25,9 @@ async def _links(request: web.Request) -> web.StreamResponse:
 
 
 def _app() -> web.Application:
-    return build_app(mock.Mock(), HttpRoutes(), _links, max_body=1 << 20)
+    return build_app(
+        mock.Mock(), HttpRoutes(), _links, max_body=1 << 20, guard=ConnectionGuard(10, 256, print)
+    )
 
 
 async def _request(
