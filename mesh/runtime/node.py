@@ -61,7 +61,7 @@ from mesh.runtime.metrics import Labels, Metrics
 from mesh.runtime.outbox import Outboxes, OutboxPolicy
 from mesh.runtime.router import Router
 from mesh.runtime.store import open_store
-from mesh.runtime.tls import ServerTls
+from mesh.runtime.tls import ServerTls, TlsSite, handshake_label, ssl_detail
 
 __all__ = ["Node"]
 
@@ -176,13 +176,20 @@ class Node:
             self.guard.attach(runner.server)
             if self.config.node.tls is not None:
                 self.tls = await ServerTls.load(self.config.node.tls)
-            site = web.TCPSite(
-                runner,
-                self.config.node.host,
-                self.config.node.port,
-                reuse_address=True,
-                ssl_context=self.tls.context if self.tls is not None else None,
-            )
+            site: web.TCPSite
+            if self.tls is not None:
+                site = TlsSite(
+                    runner,
+                    self.config.node.host,
+                    self.config.node.port,
+                    self.tls.context,
+                    self._tls_failed,
+                    self.config.limits.http_header_timeout,
+                )
+            else:
+                site = web.TCPSite(
+                    runner, self.config.node.host, self.config.node.port, reuse_address=True
+                )
             await site.start()
             self.port = _bound_port(runner, self.config.node.port)
             self.started = time.time()
@@ -629,6 +636,14 @@ class Node:
 
     def _brokers_connecting(self) -> list[str]:
         return [n for n, e in self._ready.items() if not e.is_set()]
+
+    def _tls_failed(self, client: str, exc: BaseException) -> None:
+        """A TLS handshake at the listener failed: counted, logged (repeats summed)."""
+        label = handshake_label(exc)
+        self.metrics.inc("mesh_tls_handshake_failures_total", reason=label)
+        why = ssl_detail(exc) if isinstance(exc, OSError) else str(exc) or type(exc).__name__
+        # One fault key for every client, so many addresses cannot grow the table.
+        self.faults.report("tls", MeshError(f"TLS handshake from {client} failed: {why}"))
 
     def _http_refused(self, reason: str, detail: str) -> None:
         """An HTTP connection or request refused by a limit: counted, logged (repeats summed)."""

@@ -14,10 +14,21 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
+from asyncio import sslproto
+from collections.abc import Callable
+
+from aiohttp import web
 
 from mesh.config import ClientTls, NodeTls
 
-__all__ = ["ServerTls", "client_context", "server_context", "ssl_detail"]
+__all__ = [
+    "ServerTls",
+    "TlsSite",
+    "client_context",
+    "handshake_label",
+    "server_context",
+    "ssl_detail",
+]
 
 VERIFY = {
     "required": ssl.CERT_REQUIRED,
@@ -118,3 +129,111 @@ class ServerTls:
 
     def _select(self, conn: ssl.SSLObject, server_name: str | None, ctx: ssl.SSLContext) -> None:
         conn.context = self._current
+
+
+# -- failed handshakes at the listener ---------------------------------------------------
+
+_LABELS = {
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "no_certificate",
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "no_certificate",
+    "CERTIFICATE_VERIFY_FAILED": "bad_certificate",
+    "TLSV1_ALERT_UNKNOWN_CA": "unknown_ca",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "bad_certificate",
+    "WRONG_VERSION_NUMBER": "protocol",
+    "HTTP_REQUEST": "protocol",
+    "UNSUPPORTED_PROTOCOL": "protocol",
+    "NO_SHARED_CIPHER": "protocol",
+    "VERSION_TOO_LOW": "protocol",
+}
+
+
+def handshake_label(exc: BaseException) -> str:
+    """A short metric label for why a TLS handshake failed."""
+    reason = getattr(exc, "reason", None)
+    if isinstance(reason, str) and reason in _LABELS:
+        return _LABELS[reason]
+    if isinstance(exc, TimeoutError | ConnectionError):
+        return "aborted"
+    return "other"
+
+
+FailureHook = Callable[[str, BaseException], None]  # (client host, exception)
+
+
+class _ObservedTls(sslproto.SSLProtocol):
+    """The listener's TLS, as asyncio builds it for ``create_server(ssl=...)``, that also
+    reports a handshake which fails: asyncio itself logs that only in debug mode."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        app: asyncio.BaseProtocol,
+        context: ssl.SSLContext,
+        on_failure: FailureHook,
+        handshake_timeout: float,
+    ) -> None:
+        super().__init__(
+            loop,
+            app,
+            context,
+            None,  # type: ignore[arg-type]  # no one waits: asyncio accepts None
+            server_side=True,
+            ssl_handshake_timeout=handshake_timeout,  # type: ignore[arg-type]  # a float works
+        )
+        self._on_failure = on_failure
+        self._client = "?"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        self._client = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+        super().connection_made(transport)
+
+    def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
+        if handshake_exc is not None:
+            self._on_failure(self._client, handshake_exc)
+        super()._on_handshake_complete(handshake_exc)
+
+
+class TlsSite(web.TCPSite):
+    """A TCP site serving TLS whose failed handshakes are reported (logged, counted).
+
+    The same as ``TCPSite(ssl_context=...)``: the loop's server takes plain
+    sockets and each connection's protocol is asyncio's SSLProtocol (a subclass
+    that reports failures) around aiohttp's request handler. The handshake must
+    end within ``handshake_timeout`` (``limits.http_header_timeout``), not
+    asyncio's 60 s, so a slow handshake holds no more than a slow request head.
+    """
+
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        context: ssl.SSLContext,
+        on_failure: FailureHook,
+        handshake_timeout: float = 10.0,
+    ) -> None:
+        super().__init__(runner, host, port, reuse_address=True)
+        self._context = context
+        self._on_failure = on_failure
+        self._handshake_timeout = handshake_timeout
+
+    @property
+    def name(self) -> str:
+        return super().name.replace("http://", "https://", 1)
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        loop = asyncio.get_running_loop()
+        server = self._runner.server
+        assert server is not None
+        context, hook, timeout = self._context, self._on_failure, self._handshake_timeout
+
+        def protocol() -> asyncio.BaseProtocol:
+            return _ObservedTls(loop, server(), context, hook, timeout)
+
+        self._server = await loop.create_server(
+            protocol, self._host, self._port, backlog=self._backlog, reuse_address=True
+        )
+        sockets = self._server.sockets
+        self._bound_port = sockets[0].getsockname()[1] if sockets else self._port

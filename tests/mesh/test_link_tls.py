@@ -105,7 +105,10 @@ async def test_a_certificate_from_another_ca_fails_the_handshake(
             assert a.sessions == {} and b.sessions == {}
     dialer = messages(caplog, "link[site-b]")
     assert "TLS handshake with wss://127.0.0.1:" in dialer[0], dialer
-    # The acceptor never sees the failed handshake: asyncio drops it silently.
+    # The acceptor logs and counts the failed handshake, with OpenSSL's reason.
+    acceptor = messages(caplog, "tls failed: TLS handshake from 127.0.0.1 failed")
+    assert acceptor and "certificate verify failed" in acceptor[0], acceptor
+    assert b.metrics.get("mesh_tls_handshake_failures_total", reason="bad_certificate") >= 1
     assert b.metrics.total("mesh_link_sessions_total") == 0
 
 
@@ -120,6 +123,9 @@ async def test_no_client_certificate_fails_the_handshake_when_required(
             await wait_for(lambda: messages(caplog, "link[site-b]"), what="the failure")
             assert a.sessions == {} and b.sessions == {}
     assert "TLS handshake with" in messages(caplog, "link[site-b]")[0]
+    acceptor = messages(caplog, "tls failed: TLS handshake from 127.0.0.1 failed")
+    assert acceptor and "did not return a certificate" in acceptor[0].lower(), acceptor
+    assert b.metrics.get("mesh_tls_handshake_failures_total", reason="no_certificate") >= 1
 
 
 async def test_a_wrong_token_over_mtls_is_refused_in_both_logs(
