@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import threading
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
@@ -150,7 +151,7 @@ def hellos(draw: st.DrawFn) -> str | bytes:
     }
     kind = draw(st.sampled_from(["mutated", "json", "text", "bytes"]))
     if kind == "json":
-        return orjson.dumps(draw(json_values)).decode()
+        return json.dumps(draw(json_values))
     if kind == "text":
         return draw(st.text(max_size=200))
     if kind == "bytes":
@@ -162,7 +163,7 @@ def hellos(draw: st.DrawFn) -> str | bytes:
             base[key] = draw(node_ids if key == "node" else json_values)
     if base.get("token") == TOKEN and base.get("node") == "fuzz-x":
         base["token"] = "not-the-token"  # every hello here is refused
-    return orjson.dumps(base).decode()
+    return json.dumps(base)
 
 
 control_types = st.sampled_from(["ack", "credit", "interests", "notice", "hello", "x", ""])
@@ -183,7 +184,7 @@ def controls(draw: st.DrawFn) -> str:
                 max_size=3,
             )
         )
-    return orjson.dumps(obj).decode()
+    return json.dumps(obj)  # the stdlib's: integers of any size
 
 
 header_text = st.text(
@@ -233,7 +234,7 @@ def requests(draw: st.DrawFn) -> tuple[str, bytes, dict[str, str]]:
         )
     body = draw(
         st.binary(max_size=300)
-        | json_values.map(lambda v: orjson.dumps(v))
+        | json_values.map(lambda v: json.dumps(v).encode())
         | st.just(b"\xff\xfe\x00not utf-8")
     )
     return topic, body, headers
