@@ -109,7 +109,7 @@ async def test_events_queued_before_the_export_narrowed_are_dropped_at_send(
         await wait_for(lambda: "pub-1" in net.received()["c"], 30, "the public event")
         await wait_for(lambda: denied(hub, "c", "export") == 1, 10, "the private one dropped")
         assert net.received()["c"] == ["pub-1"]
-        assert hub.outboxes.find("peer:c").depth == 0
+        await wait_for(lambda: hub.outboxes.find("peer:c").depth == 0, 10, "c's ack")
 
 
 def record(event_id: str, topic: str, origin: str = "raw") -> bytes:
