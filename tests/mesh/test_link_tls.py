@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
@@ -266,8 +267,6 @@ async def test_reload_rotates_the_server_certificate_and_keeps_links(tmp_path: P
 
 async def served_certificate(port: int, pki: Pki) -> dict[str, Any]:
     """The certificate the node at ``port`` serves a new handshake."""
-    import ssl
-
     ctx = ssl.create_default_context(cafile=str(pki.ca_pem))
     cert, key = pki.issue("probe")
     ctx.load_cert_chain(cert, key)
@@ -327,3 +326,56 @@ async def cli(*argv: str) -> tuple[int, str, str]:
     out, err = await proc.communicate()
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+async def test_a_connection_that_never_starts_its_handshake_is_closed_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A TLS slowloris: the handshake has limits.http_header_timeout, like a request head."""
+    caplog.set_level(logging.INFO, logger="mesh")
+    pki = Pki(tmp_path / "pki")
+    cfg = b_config(tmp_path, server_tls(pki), limits={"http_header_timeout": 0.5})
+    async with Node(cfg).serve() as b:
+        reader, writer = await asyncio.open_connection("127.0.0.1", b.port)
+        try:
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the node
+        finally:
+            writer.close()
+        await wait_for(
+            lambda: b.metrics.get("mesh_http_refused_total", reason="header_timeout") == 1,
+            what="the timeout counted",
+        )
+        assert b.metrics.total("mesh_tls_handshake_failures_total") == 0
+    assert any("did not complete its TLS handshake within 0.5s" in m for m in caplog.messages)
+
+
+async def test_connections_in_their_handshake_count_towards_max_pending_connections(
+    tmp_path: Path,
+) -> None:
+    pki = Pki(tmp_path / "pki")
+    cfg = b_config(tmp_path, server_tls(pki, "optional"), limits={"max_pending_connections": 3})
+    async with Node(cfg).serve() as b:
+        idle = [await asyncio.open_connection("127.0.0.1", b.port) for _ in range(3)]
+        reader, writer = await asyncio.open_connection("127.0.0.1", b.port)
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # the fourth: closed at once
+        writer.close()
+        assert b.metrics.get("mesh_http_refused_total", reason="busy") == 1
+        for _r, w in idle:
+            w.close()
+        # Their handshakes end (the clients left), the slots are free: a client is served.
+        await wait_for(
+            lambda: b.metrics.get("mesh_tls_handshake_failures_total", reason="aborted") == 3,
+            what="the three idle handshakes ended",
+        )
+        assert await _handshake_ok(b.port, pki)
+        assert b.metrics.get("mesh_http_refused_total", reason="busy") == 1
+
+
+async def _handshake_ok(port: int, pki: Pki) -> bool:
+    ctx = ssl.create_default_context(cafile=str(pki.ca_pem))
+    try:
+        _r, w = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+    except (OSError, ssl.SSLError):
+        return False
+    w.close()
+    return True
