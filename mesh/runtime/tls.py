@@ -148,8 +148,20 @@ _LABELS = {
 }
 
 
+# X509 verify codes meaning "this certificate chains to none of the trusted CAs":
+# unable to get the issuer (2, 20), self-signed (18, 19), leaf signature unverifiable (21).
+_UNKNOWN_ISSUER = frozenset({2, 18, 19, 20, 21})
+
+
 def handshake_label(exc: BaseException) -> str:
-    """A short metric label for why a TLS handshake failed."""
+    """A short metric label for why a TLS handshake failed.
+
+    A client certificate that fails verification is ``unknown_ca`` when it
+    chains to none of ``node.tls.ca`` (another CA's, a self-signed one) and
+    ``bad_certificate`` otherwise (expired, not yet valid, wrong purpose...).
+    """
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_code in _UNKNOWN_ISSUER:
+        return "unknown_ca"
     reason = getattr(exc, "reason", None)
     if isinstance(reason, str) and reason in _LABELS:
         return _LABELS[reason]

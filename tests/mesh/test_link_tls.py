@@ -109,7 +109,7 @@ async def test_a_certificate_from_another_ca_fails_the_handshake(
     # The acceptor logs and counts the failed handshake, with OpenSSL's reason.
     acceptor = messages(caplog, "tls failed: TLS handshake from 127.0.0.1 failed")
     assert acceptor and "certificate verify failed" in acceptor[0], acceptor
-    assert b.metrics.get("mesh_tls_handshake_failures_total", reason="bad_certificate") >= 1
+    assert b.metrics.get("mesh_tls_handshake_failures_total", reason="unknown_ca") >= 1
     assert b.metrics.total("mesh_link_sessions_total") == 0
 
 
@@ -379,3 +379,18 @@ async def _handshake_ok(port: int, pki: Pki) -> bool:
         return False
     w.close()
     return True
+
+
+def test_handshake_labels_tell_an_unknown_ca_from_a_bad_certificate() -> None:
+    from mesh.runtime.tls import handshake_label
+
+    def verify_failed(code: int) -> ssl.SSLCertVerificationError:
+        exc = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] ...")
+        exc.reason, exc.verify_code = "CERTIFICATE_VERIFY_FAILED", code
+        return exc
+
+    assert handshake_label(verify_failed(20)) == "unknown_ca"  # unable to get local issuer
+    assert handshake_label(verify_failed(18)) == "unknown_ca"  # self-signed
+    assert handshake_label(verify_failed(10)) == "bad_certificate"  # expired
+    assert handshake_label(ConnectionResetError()) == "aborted"
+    assert handshake_label(ssl.SSLError(1, "?")) == "other"
