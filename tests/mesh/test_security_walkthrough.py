@@ -63,7 +63,9 @@ async def test_the_three_site_mtls_walkthrough_works_as_written(
         b = await stack.enter_async_context(Node(configs["site-b"]).serve())
         a = await stack.enter_async_context(Node(configs["site-a"]).serve())
         c = await stack.enter_async_context(Node(configs["site-c"]).serve())
-        got = await stack.enter_async_context(nats_collect(nats_server.url, "alerts.>"))
+        got = await stack.enter_async_context(
+            nats_collect(nats_server.url, "alerts.>", key=lambda m: m.subject)
+        )
         await wait_for(lambda: {"site-a", "site-c"} <= set(b.sessions), 15, "both mTLS links")
         assert b.sessions["site-a"].certificate is not None, "site-a presented its certificate"
         # site-c's interest is narrowed at site-b by its export for site-c, and
@@ -91,7 +93,8 @@ async def test_the_three_site_mtls_walkthrough_works_as_written(
         stack.push_async_callback(nc.close)
         await nc.publish("site-a.alerts.fire", payload, headers=headers)
         await nc.flush()
-        await wait_for(lambda: "fire-1" in got, 15, "the alert at site-c")
+        # As the page says: the subject names the origin node and the event id.
+        await wait_for(lambda: "alerts.site-a.fire-1" in got, 15, "the alert at site-c")
 
 
 async def test_a_link_token_rotates_as_the_page_says_without_a_refusal(tmp_path: Path) -> None:
