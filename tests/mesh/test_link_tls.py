@@ -173,9 +173,15 @@ async def test_a_plain_ws_dial_to_a_tls_listener_makes_no_link(
         a_cfg = a_config(tmp_path, b.port, None, scheme="ws")
         async with Node(a_cfg).serve() as a:
             await wait_for(lambda: messages(caplog, "link[site-b]"), what="the failure")
-            await asyncio.sleep(0.3)
+            # The acceptor saw a request in clear where a handshake should be.
+            await wait_for(
+                lambda: b.metrics.get("mesh_tls_handshake_failures_total", reason="protocol"),
+                what="the acceptor's count",
+            )
             assert a.sessions == {} and b.sessions == {}
     assert "cannot connect to ws://" in messages(caplog, "link[site-b]")[0]
+    acceptor = messages(caplog, "tls failed: TLS handshake from 127.0.0.1 failed")
+    assert acceptor and "http request" in acceptor[0].lower(), acceptor
 
 
 async def test_an_mtls_link_carries_mqtt_to_nats(
