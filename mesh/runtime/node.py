@@ -184,7 +184,8 @@ class Node:
                     self.config.node.port,
                     self.tls.context,
                     self._tls_failed,
-                    self.config.limits.http_header_timeout,
+                    self.guard,
+                    self._http_refused,
                 )
             else:
                 site = web.TCPSite(

@@ -16,6 +16,7 @@ import re
 import ssl
 from asyncio import sslproto
 from collections.abc import Callable
+from typing import Protocol
 
 from aiohttp import web
 
@@ -147,8 +148,20 @@ _LABELS = {
 }
 
 
+# X509 verify codes meaning "this certificate chains to none of the trusted CAs":
+# unable to get the issuer (2, 20), self-signed (18, 19), leaf signature unverifiable (21).
+_UNKNOWN_ISSUER = frozenset({2, 18, 19, 20, 21})
+
+
 def handshake_label(exc: BaseException) -> str:
-    """A short metric label for why a TLS handshake failed."""
+    """A short metric label for why a TLS handshake failed.
+
+    A client certificate that fails verification is ``unknown_ca`` when it
+    chains to none of ``node.tls.ca`` (another CA's, a self-signed one) and
+    ``bad_certificate`` otherwise (expired, not yet valid, wrong purpose...).
+    """
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_code in _UNKNOWN_ISSUER:
+        return "unknown_ca"
     reason = getattr(exc, "reason", None)
     if isinstance(reason, str) and reason in _LABELS:
         return _LABELS[reason]
@@ -158,40 +171,68 @@ def handshake_label(exc: BaseException) -> str:
 
 
 FailureHook = Callable[[str, BaseException], None]  # (client host, exception)
+RefusedHook = Callable[[str, str], None]  # (mesh_http_refused_total reason, detail)
+
+
+class Pending(Protocol):
+    """What the listener shares with the HTTP guard: one bound and one deadline for
+    connections that have not sent a request head (a TLS handshake is part of that)."""
+
+    header_timeout: float
+    max_pending: int
+
+    @property
+    def pending(self) -> int: ...
 
 
 class _ObservedTls(sslproto.SSLProtocol):
     """The listener's TLS, as asyncio builds it for ``create_server(ssl=...)``, that also
-    reports a handshake which fails: asyncio itself logs that only in debug mode."""
+    reports how the handshake ended: asyncio itself logs a failure only in debug mode.
+
+    The waiter asyncio takes for that purpose is resolved exactly once: with
+    nothing when the handshake completes (or the client leaves quietly), with
+    the error when it fails (an ``ssl.SSLError``), when the client drops the
+    connection during it, or when it outlasts the deadline
+    (``ConnectionAbortedError``).
+    """
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
         app: asyncio.BaseProtocol,
         context: ssl.SSLContext,
-        on_failure: FailureHook,
-        handshake_timeout: float,
+        site: TlsSite,
     ) -> None:
+        waiter: asyncio.Future[None] = loop.create_future()
         super().__init__(
             loop,
             app,
             context,
-            None,  # type: ignore[arg-type]  # no one waits: asyncio accepts None
+            waiter,
             server_side=True,
-            ssl_handshake_timeout=handshake_timeout,  # type: ignore[arg-type]  # a float works
+            # A float works; typeshed says int.
+            ssl_handshake_timeout=site.guard.header_timeout,  # type: ignore[arg-type]
         )
-        self._on_failure = on_failure
+        self._site = site
         self._client = "?"
+        self._admitted = False
+        waiter.add_done_callback(self._ended)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
         self._client = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+        if not self._site.admit(self._client):
+            transport.close()  # no handshake: connection_lost resolves the waiter
+            return
+        self._admitted = True
         super().connection_made(transport)
 
-    def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
-        if handshake_exc is not None:
-            self._on_failure(self._client, handshake_exc)
-        super()._on_handshake_complete(handshake_exc)
+    def _ended(self, waiter: asyncio.Future[None]) -> None:
+        if self._admitted:
+            self._site.handshaking -= 1
+        exc = None if waiter.cancelled() else waiter.exception()
+        if exc is not None and self._admitted:
+            self._site.ended(self._client, exc)
 
 
 class TlsSite(web.TCPSite):
@@ -199,9 +240,15 @@ class TlsSite(web.TCPSite):
 
     The same as ``TCPSite(ssl_context=...)``: the loop's server takes plain
     sockets and each connection's protocol is asyncio's SSLProtocol (a subclass
-    that reports failures) around aiohttp's request handler. The handshake must
-    end within ``handshake_timeout`` (``limits.http_header_timeout``), not
-    asyncio's 60 s, so a slow handshake holds no more than a slow request head.
+    that reports how the handshake ended) around aiohttp's request handler.
+    A connection in its handshake has sent no request head yet, so the HTTP
+    guard's limits hold for it too: the handshake must end within
+    ``limits.http_header_timeout`` (not asyncio's 60 s), else the connection
+    is closed and counted as ``header_timeout``; and connections in their
+    handshake count towards ``limits.max_pending_connections`` with those
+    waiting for a request head (the guard only sees a connection once its
+    handshake is done), a new one beyond it closed at once as ``busy``.
+    Both read the guard's current values, so ``mesh reload`` changes them.
     """
 
     def __init__(
@@ -211,26 +258,53 @@ class TlsSite(web.TCPSite):
         port: int,
         context: ssl.SSLContext,
         on_failure: FailureHook,
-        handshake_timeout: float = 10.0,
+        guard: Pending,
+        on_refused: RefusedHook,
     ) -> None:
         super().__init__(runner, host, port, reuse_address=True)
         self._context = context
         self._on_failure = on_failure
-        self._handshake_timeout = handshake_timeout
+        self._on_refused = on_refused
+        self.guard = guard
+        self.handshaking = 0  # connections whose TLS handshake has not ended
 
     @property
     def name(self) -> str:
         return super().name.replace("http://", "https://", 1)
+
+    def admit(self, client: str) -> bool:
+        """Whether a new connection may start its handshake (counted if so)."""
+        most = self.guard.max_pending
+        if self.handshaking + self.guard.pending >= most:
+            self._on_refused(
+                "busy",
+                f"connection from {client} closed at once: {most} connections are in their "
+                "TLS handshake or waiting for their request head (limits.max_pending_connections)",
+            )
+            return False
+        self.handshaking += 1
+        return True
+
+    def ended(self, client: str, exc: BaseException) -> None:
+        """A handshake failed or ran out of time."""
+        if isinstance(exc, ConnectionAbortedError) and "handshake" in str(exc):
+            self._on_refused(
+                "header_timeout",
+                f"connection from {client} did not complete its TLS handshake within "
+                f"{self.guard.header_timeout:g}s (limits.http_header_timeout)",
+            )
+        else:
+            self._on_failure(client, exc)
 
     async def start(self) -> None:
         await web.BaseSite.start(self)
         loop = asyncio.get_running_loop()
         server = self._runner.server
         assert server is not None
-        context, hook, timeout = self._context, self._on_failure, self._handshake_timeout
+        context = self._context
 
         def protocol() -> asyncio.BaseProtocol:
-            return _ObservedTls(loop, server(), context, hook, timeout)
+            return _ObservedTls(loop, server(), context, self)
 
         self._server = await loop.create_server(
             protocol, self._host, self._port, backlog=self._backlog, reuse_address=True

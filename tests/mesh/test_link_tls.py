@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
@@ -108,7 +109,7 @@ async def test_a_certificate_from_another_ca_fails_the_handshake(
     # The acceptor logs and counts the failed handshake, with OpenSSL's reason.
     acceptor = messages(caplog, "tls failed: TLS handshake from 127.0.0.1 failed")
     assert acceptor and "certificate verify failed" in acceptor[0], acceptor
-    assert b.metrics.get("mesh_tls_handshake_failures_total", reason="bad_certificate") >= 1
+    assert b.metrics.get("mesh_tls_handshake_failures_total", reason="unknown_ca") >= 1
     assert b.metrics.total("mesh_link_sessions_total") == 0
 
 
@@ -172,9 +173,15 @@ async def test_a_plain_ws_dial_to_a_tls_listener_makes_no_link(
         a_cfg = a_config(tmp_path, b.port, None, scheme="ws")
         async with Node(a_cfg).serve() as a:
             await wait_for(lambda: messages(caplog, "link[site-b]"), what="the failure")
-            await asyncio.sleep(0.3)
+            # The acceptor saw a request in clear where a handshake should be.
+            await wait_for(
+                lambda: b.metrics.get("mesh_tls_handshake_failures_total", reason="protocol"),
+                what="the acceptor's count",
+            )
             assert a.sessions == {} and b.sessions == {}
     assert "cannot connect to ws://" in messages(caplog, "link[site-b]")[0]
+    acceptor = messages(caplog, "tls failed: TLS handshake from 127.0.0.1 failed")
+    assert acceptor and "http request" in acceptor[0].lower(), acceptor
 
 
 async def test_an_mtls_link_carries_mqtt_to_nats(
@@ -266,8 +273,6 @@ async def test_reload_rotates_the_server_certificate_and_keeps_links(tmp_path: P
 
 async def served_certificate(port: int, pki: Pki) -> dict[str, Any]:
     """The certificate the node at ``port`` serves a new handshake."""
-    import ssl
-
     ctx = ssl.create_default_context(cafile=str(pki.ca_pem))
     cert, key = pki.issue("probe")
     ctx.load_cert_chain(cert, key)
@@ -327,3 +332,71 @@ async def cli(*argv: str) -> tuple[int, str, str]:
     out, err = await proc.communicate()
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+async def test_a_connection_that_never_starts_its_handshake_is_closed_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A TLS slowloris: the handshake has limits.http_header_timeout, like a request head."""
+    caplog.set_level(logging.INFO, logger="mesh")
+    pki = Pki(tmp_path / "pki")
+    cfg = b_config(tmp_path, server_tls(pki), limits={"http_header_timeout": 0.5})
+    async with Node(cfg).serve() as b:
+        reader, writer = await asyncio.open_connection("127.0.0.1", b.port)
+        try:
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the node
+        finally:
+            writer.close()
+        await wait_for(
+            lambda: b.metrics.get("mesh_http_refused_total", reason="header_timeout") == 1,
+            what="the timeout counted",
+        )
+        assert b.metrics.total("mesh_tls_handshake_failures_total") == 0
+    assert any("did not complete its TLS handshake within 0.5s" in m for m in caplog.messages)
+
+
+async def test_connections_in_their_handshake_count_towards_max_pending_connections(
+    tmp_path: Path,
+) -> None:
+    pki = Pki(tmp_path / "pki")
+    cfg = b_config(tmp_path, server_tls(pki, "optional"), limits={"max_pending_connections": 3})
+    async with Node(cfg).serve() as b:
+        idle = [await asyncio.open_connection("127.0.0.1", b.port) for _ in range(3)]
+        reader, writer = await asyncio.open_connection("127.0.0.1", b.port)
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # the fourth: closed at once
+        writer.close()
+        assert b.metrics.get("mesh_http_refused_total", reason="busy") == 1
+        for _r, w in idle:
+            w.close()
+        # Their handshakes end (the clients left), the slots are free: a client is served.
+        await wait_for(
+            lambda: b.metrics.get("mesh_tls_handshake_failures_total", reason="aborted") == 3,
+            what="the three idle handshakes ended",
+        )
+        assert await _handshake_ok(b.port, pki)
+        assert b.metrics.get("mesh_http_refused_total", reason="busy") == 1
+
+
+async def _handshake_ok(port: int, pki: Pki) -> bool:
+    ctx = ssl.create_default_context(cafile=str(pki.ca_pem))
+    try:
+        _r, w = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+    except (OSError, ssl.SSLError):
+        return False
+    w.close()
+    return True
+
+
+def test_handshake_labels_tell_an_unknown_ca_from_a_bad_certificate() -> None:
+    from mesh.runtime.tls import handshake_label
+
+    def verify_failed(code: int) -> ssl.SSLCertVerificationError:
+        exc = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] ...")
+        exc.reason, exc.verify_code = "CERTIFICATE_VERIFY_FAILED", code
+        return exc
+
+    assert handshake_label(verify_failed(20)) == "unknown_ca"  # unable to get local issuer
+    assert handshake_label(verify_failed(18)) == "unknown_ca"  # self-signed
+    assert handshake_label(verify_failed(10)) == "bad_certificate"  # expired
+    assert handshake_label(ConnectionResetError()) == "aborted"
+    assert handshake_label(ssl.SSLError(1, "?")) == "other"

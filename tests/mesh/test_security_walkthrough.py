@@ -18,12 +18,12 @@ from pathlib import Path
 import nats
 import pytest
 
-from mesh.config import load_config
+from mesh.config import MeshConfig, load_config
 from mesh.core.codec import Mode, encode_nats
 from mesh.core.event import Event
 from mesh.runtime.node import Node
 from mesh.testing import NatsServer, free_port
-from tests.helpers import nats_collect, wait_for
+from tests.helpers import nats_collect, node_config, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -63,7 +63,9 @@ async def test_the_three_site_mtls_walkthrough_works_as_written(
         b = await stack.enter_async_context(Node(configs["site-b"]).serve())
         a = await stack.enter_async_context(Node(configs["site-a"]).serve())
         c = await stack.enter_async_context(Node(configs["site-c"]).serve())
-        got = await stack.enter_async_context(nats_collect(nats_server.url, "alerts.>"))
+        got = await stack.enter_async_context(
+            nats_collect(nats_server.url, "alerts.>", key=lambda m: m.subject)
+        )
         await wait_for(lambda: {"site-a", "site-c"} <= set(b.sessions), 15, "both mTLS links")
         assert b.sessions["site-a"].certificate is not None, "site-a presented its certificate"
         # site-c's interest is narrowed at site-b by its export for site-c, and
@@ -91,4 +93,32 @@ async def test_the_three_site_mtls_walkthrough_works_as_written(
         stack.push_async_callback(nc.close)
         await nc.publish("site-a.alerts.fire", payload, headers=headers)
         await nc.flush()
-        await wait_for(lambda: "fire-1" in got, 15, "the alert at site-c")
+        # As the page says: the subject names the origin node and the event id.
+        await wait_for(lambda: "alerts.site-a.fire-1" in got, 15, "the alert at site-c")
+
+
+async def test_a_link_token_rotates_as_the_page_says_without_a_refusal(tmp_path: Path) -> None:
+    """Rotation as the page describes it: the acceptor takes both tokens, the
+    dialer switches (one redial), the acceptor drops the old one; no refusal."""
+    old, new = "old-token-0123456789", "new-token-9876543210"
+
+    def b_cfg(*tokens: str) -> MeshConfig:
+        accept = [{"id": "site-a", "token": t, "import": ["site-a/#"]} for t in tokens]
+        return node_config(tmp_path, "site-b", accept=accept)
+
+    def a_cfg(port: int, token: str) -> MeshConfig:
+        peer = {"id": "site-b", "url": f"ws://127.0.0.1:{port}/mesh", "token": token}
+        return node_config(tmp_path, "site-a", peers=[peer])
+
+    async with Node(b_cfg(old)).serve() as b, Node(a_cfg(b.port, old)).serve() as a:
+        await wait_for(lambda: "site-a" in b.sessions, what="the link with the old token")
+        first = b.sessions["site-a"]
+        await b.reload(b_cfg(old, new))  # 1. the acceptor takes both
+        assert b.sessions.get("site-a") is first
+        await a.reload(a_cfg(b.port, new))  # 2. the dialer switches: one redial
+        await wait_for(lambda: b.sessions.get("site-a") not in (None, first), what="the new link")
+        second = b.sessions["site-a"]
+        await b.reload(b_cfg(new))  # 3. the acceptor drops the old token
+        assert b.sessions.get("site-a") is second and second.token == new
+        assert b.metrics.total("mesh_link_closed_by_reload_total") == 0
+        assert b.metrics.total("mesh_link_refused_total") == 0
