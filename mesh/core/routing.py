@@ -12,8 +12,9 @@ path learned over any link that is up, falling back to a link that is down
 (so events queue in that link's durable outbox rather than being lost).
 A node ignores interests whose path contains itself, and never advertises an
 interest back to the neighbour it came from. Between routes that are equally
-good the one already selected stays: a newcomer with an equally short path
-does not take a route over.
+good the one learned first wins: a newcomer with an equally short path does
+not take a route over, even while the first one's link is down and after it
+returns.
 
 Per-peer rules narrow what is learned and advertised
 (:mod:`mesh.core.rules`): an interest from a peer is installed only within
@@ -246,6 +247,9 @@ class RoutingTable:
         self._reach: dict[str, dict[str, tuple[str, ...]]] = {}  # peer -> origin -> path
         self._behind: dict[str, frozenset[str]] = {}  # cache of behind(peer)
         self.max_per_peer = 20_000  # interests kept per peer (limits.max_interests_per_peer)
+        # When each peer's interest was first learned: ties go to the earliest.
+        self._seen: dict[tuple[str, tuple[str, SubKey]], int] = {}
+        self._learn_order = 0
         self.version = 0  # bumped on every change that may alter advertisements
         self.looped = 0  # interests received whose path already contained this node
 
@@ -398,6 +402,8 @@ class RoutingTable:
         if self._reach.pop(peer, None) is not None:
             self.version += 1
         self._behind.pop(peer, None)
+        for k in old:
+            self._seen.pop((peer, k), None)
         self._reselect(set(old))
 
     # -- reach: which nodes are behind which peer -------------------------------------
@@ -474,19 +480,24 @@ class RoutingTable:
         if not keys:
             return
         now = time.time()
+        seen = self._seen
         for k in keys:
             old = self._routes.get(k)
-            incumbent = old.next_hop if old is not None else None
             best: tuple[int, int, int, str] | None = None
             best_interest: Interest | None = None
             for peer, table in self._learned.items():
                 i = table.get(k)
                 if i is None:
+                    seen.pop((peer, k), None)
                     continue
+                if (first := seen.get((peer, k))) is None:
+                    self._learn_order += 1
+                    first = seen[(peer, k)] = self._learn_order
                 reachable = i.up and self._up.get(peer, False)
-                # On a tie the route already selected stays: a newcomer announcing an
-                # equally short path (honest or not) does not take it over.
-                rank = (0 if reachable else 1, len(i.path), 0 if peer == incumbent else 1, peer)
+                # On a tie the route learned first wins, even across an outage of its
+                # link: a newcomer announcing an equally short path (honest or not)
+                # does not take it over, nor keep it once the first one is back.
+                rank = (0 if reachable else 1, len(i.path), first, peer)
                 if best is None or rank < best:
                     best, best_interest = rank, i
             origin, key = k

@@ -330,7 +330,7 @@ async def test_a_rogue_peer_with_a_valid_token_cannot_forge_the_mesh(
             await metric(http, hub, "mesh_interests_refused_total", peer="rogue", reason="path")
             == 2
         )
-        assert await routes_to_c(http, hub) == true_route, "the tie keeps the incumbent"
+        assert await routes_to_c(http, hub) == true_route, "a tie goes to the route learned first"
         await post(http, hub, "t/after-hijack", "after-hijack")
         await wait_for(lambda: "after-hijack" in at_c, 10, "delivery via site-b")
         assert rogue.batches == 0, "the rogue received events meant for site-c"

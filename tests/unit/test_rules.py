@@ -101,7 +101,7 @@ def test_what_we_advertise_to_a_peer_is_narrowed_by_our_import_for_it() -> None:
     assert sorted(i.pattern for i in t.advertised_to("c").values()) == ["other/#", "site-b/#"]
 
 
-def test_a_path_through_us_is_refused_and_ties_keep_the_incumbent() -> None:
+def test_a_path_through_us_is_refused_and_ties_go_to_the_route_learned_first() -> None:
     t = RoutingTable("hub")
     for p in ("site-b", "rogue"):
         t.link_state(p, True)
@@ -114,9 +114,16 @@ def test_a_path_through_us_is_refused_and_ties_keep_the_incumbent() -> None:
         ],
     )
     assert [r.code for r in refused] == ["path"]
-    # 'rogue' < 'site-b' alphabetically; the incumbent keeps the route all the same.
+    # 'rogue' < 'site-b' alphabetically; the route learned first keeps it all the same.
     assert routed(t, "t/1") == {"site-b": {"site-c"}}
-    # Only when the incumbent withdraws does the other route take over.
+    # While the first route's link is down the other one carries the events...
+    t.link_state("site-b", False)
+    assert routed(t, "t/1") == {"rogue": {"site-c"}}
+    # ...and when it returns, the route learned first is back: the tie is not kept
+    # by whoever held the route meanwhile.
+    t.link_state("site-b", True)
+    assert routed(t, "t/1") == {"site-b": {"site-c"}}
+    # Only when it withdraws does the other route take over for good.
     t.replace_learned("site-b", [])
     assert routed(t, "t/1") == {"rogue": {"site-c"}}
 
