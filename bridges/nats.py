@@ -266,6 +266,17 @@ def _mapped(broker: str, doing: str) -> Iterator[None]:
         raise BridgeError(broker, f"{doing}: {exc or type(exc).__name__}") from exc
 
 
+def _is_reset(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, BrokenPipeError | ConnectionResetError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _tls_error(nc: Client) -> ssl.SSLError | None:
     """The TLS error that closed a connection being set up, if one did.
 
@@ -389,6 +400,17 @@ class NatsBridge:
         except BrokerUnavailable as exc:
             tls_error = _tls_error(nc)
             await _discard(nc)
+            if tls_error is None and self._lost_after_tls(exc):
+                # The server ended the session right after the handshake, and its
+                # alert was lost with the connection (a reset discards it): under TLS
+                # 1.3 that is how a refused or missing client certificate looks.
+                raise BrokerUnavailable(
+                    self.name,
+                    f"{exc.reason}: the broker closed the TLS session at once; it probably "
+                    "wants a client certificate"
+                    + (" (set tls.cert and tls.key)" if self._no_client_cert() else "")
+                    + " or refused this one",
+                ) from exc
             if tls_error is None:
                 raise
             # "Connection lost" while connecting: the server's TLS alert says why.
@@ -413,6 +435,12 @@ class NatsBridge:
                         pending_bytes_limit=PENDING_BYTES,
                     )
             await nc.flush(FLUSH_TIMEOUT)
+
+    def _lost_after_tls(self, exc: BrokerUnavailable) -> bool:
+        return self.cfg.url.startswith("tls://") and _is_reset(exc)
+
+    def _no_client_cert(self) -> bool:
+        return self.cfg.tls is None or self.cfg.tls.cert is None
 
     def _dropped(self, n: int) -> None:
         self.ctx.metrics.inc(

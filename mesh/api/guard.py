@@ -27,8 +27,9 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
-__all__ = ["ConnectionGuard"]
+__all__ = ["ConnectionGuard", "ServerLog"]
 
 log = logging.getLogger(__name__)
 
@@ -112,3 +113,27 @@ def _peer(transport: asyncio.BaseTransport) -> str:
     """The client's address, without its port: repeats from one host log as one fault."""
     peer = transport.get_extra_info("peername")
     return str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+
+
+class ServerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's server logger, for the node's HTTP server: a request aiohttp cannot
+    parse (bad framing, control bytes in a header) is a client's fault, so it is
+    counted (``mesh_http_refused_total{reason="malformed"}``) and logged in one
+    line with repeats summed, not as an error with a traceback per request, which
+    any client could turn into a flood of the log. aiohttp still answers it 400
+    with what was wrong; everything else goes to aiohttp's logger unchanged.
+    """
+
+    def __init__(self, refused: Callable[[str, str], None]) -> None:
+        super().__init__(logging.getLogger("aiohttp.server"), {})
+        self._refused = refused
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kw: Any) -> None:
+        if isinstance(exc_info, HttpProcessingError) and 400 <= (exc_info.code or 0) < 500:
+            client = args[0] if args else "?"
+            # Only the first line: the rest quotes the offending bytes, which may be
+            # part of a credential (an Authorization header, say).
+            detail = str(exc_info.message).strip().splitlines()[0].rstrip(":")[:200]
+            self._refused("malformed", f"unparsable request from {client}: {detail}")
+            return
+        super().exception(msg, *args, exc_info=exc_info, **kw)

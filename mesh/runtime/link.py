@@ -195,6 +195,10 @@ class LinkSession:
             with contextlib.suppress(aiohttp.ClientError, OSError, RuntimeError):
                 await self.ws.close(code=CLOSE_PROTOCOL, message=exc.reason[:120].encode())
             raise
+        except ConnectionResetError as exc:
+            # A send racing the peer's close (aiohttp's ClientConnectionResetError is one):
+            # the connection is gone, which is the link's fault, not the node's.
+            raise LinkError(peer, f"connection lost: {exc or type(exc).__name__}") from exc
         finally:
             box.rewind()
             if host.sessions.get(peer) is self:
@@ -607,7 +611,8 @@ async def accept_link(host: LinkHost, request: web.Request) -> web.StreamRespons
     # cannot make the node buffer a batch-sized frame (aiohttp refuses a frame
     # from its header, before reading it).
     limits = host.limits
-    ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=limits.max_hello_size)
+    # (aiohttp refuses a frame of max_msg_size bytes or more, hence the + 1.)
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=limits.max_hello_size + 1)
     hello: frames.Hello | str
     host.pending_hellos += 1
     try:

@@ -38,7 +38,8 @@ HELP = {
     "mesh_interests_refused_total": "Interests from a peer not installed, by peer and reason "
     "(malformed, pattern, filter, path, export, limit)",
     "mesh_http_refused_total": "HTTP connections or requests refused by a limit: "
-    "header_timeout (slowloris), body_timeout, busy (too many pending connections)",
+    "header_timeout (slowloris), body_timeout, busy (too many pending connections), "
+    "malformed (a request that cannot be parsed)",
     "mesh_link_closed_by_reload_total": "Accepted links closed by a reload because their "
     "id or token is no longer accepted, by peer",
 }

@@ -36,7 +36,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from mesh.api.guard import ConnectionGuard
+from mesh.api.guard import ConnectionGuard, ServerLog
 from mesh.api.ingress import HttpRoutes
 from mesh.api.server import build_app
 from mesh.config import AcceptPeer, MeshConfig, NodeTls, OutboxSettings, Peer, load_config
@@ -170,6 +170,7 @@ class Node:
                 # After a response, the next request head has this long (the guard
                 # bounds the first one); fixed at start, a reload does not change it.
                 keepalive_timeout=self.config.limits.http_header_timeout,
+                logger=ServerLog(self._http_refused),
             )
             await runner.setup()
             assert runner.server is not None

@@ -187,8 +187,10 @@ async def test_nats_with_a_wrong_ca_is_refused_clearly(nats_tls: NatsServer, pki
 async def test_nats_without_a_client_certificate_is_refused(nats_tls: NatsServer, pki: Pki) -> None:
     cfg = {"kind": "nats", "url": nats_tls.url, "tls": pki.client(cert=False)}
     reason = await _refused(_open(NATS, cfg, "core"))
-    assert reason.startswith(f"cannot connect to {nats_tls.url}: TLS handshake failed"), reason
-    assert "certificate required" in reason, reason
+    assert reason.startswith(f"cannot connect to {nats_tls.url}: "), reason
+    # The server's alert names it, or, when a reset lost the alert (a race under
+    # TLS 1.3), the reason says what the closed session most likely means.
+    assert "certificate required" in reason or "set tls.cert and tls.key" in reason, reason
 
 
 async def test_a_tls_url_to_a_server_without_tls_sends_nothing_in_clear(

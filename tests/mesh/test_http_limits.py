@@ -72,3 +72,24 @@ async def test_a_body_slower_than_the_limit_gets_408(tmp_path: Path) -> None:
         problem = orjson.loads(body)
         assert "limits.http_body_timeout" in problem["detail"], problem
         assert n.metrics.get("mesh_http_refused_total", reason="body_timeout") == 1
+
+
+async def test_an_unparsable_request_is_counted_and_logged_in_one_line_without_its_bytes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with node(tmp_path) as n:
+        reader, writer = await asyncio.open_connection("127.0.0.1", n.port)
+        writer.write(
+            b"POST /events/t/x HTTP/1.1\r\nHost: x\r\n"
+            b"Authorization: Bearer sec\x01ret-token\r\nContent-Length: 2\r\n\r\n{}"
+        )
+        await writer.drain()
+        async with asyncio.timeout(5):
+            answer = await reader.read(4096)
+        writer.close()
+        assert answer.startswith((b"HTTP/1.0 400", b"HTTP/1.1 400")), answer
+        assert n.metrics.get("mesh_http_refused_total", reason="malformed") == 1
+        lines = [r for r in caplog.records if "unparsable request" in r.getMessage()]
+        assert len(lines) == 1 and lines[0].exc_info is None, "one line, no traceback"
+        assert not [r for r in caplog.records if "Error handling request" in r.getMessage()]
+        assert "ret-token" not in caplog.text
