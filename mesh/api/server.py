@@ -6,6 +6,9 @@ Written against :class:`mesh.api.protocol.NodeApi`, never against the node:
 - ``POST /events/<topic>`` — HTTP ingress, dispatched to the bridges that serve
   it (:class:`mesh.api.ingress.HttpRoutes`);
 - ``GET /healthz`` (alias ``/api/health``) — 200 while the process serves;
+- ``GET /readyz`` — 200 when every broker is connected, every configured peer
+  linked, the store can commit and no outbox is at its bound; else 503 with
+  the reasons; ``GET /api/status`` — the same with the state behind it;
 - ``GET /api/stats``, ``/api/routes``, ``/api/peers`` — JSON;
 - ``POST /api/reload`` — re-read the configuration file;
 - ``GET /api/dlq``, ``GET /api/dlq/<id>``, ``POST /api/dlq/redrive``,
@@ -46,6 +49,16 @@ def _api(request: web.Request) -> NodeApi:
 
 async def _health(request: web.Request) -> web.Response:
     return json_response(_api(request).health())
+
+
+async def _ready(request: web.Request) -> web.Response:
+    status = _api(request).status()
+    body = {"ready": status["ready"], "node": status["node"], "reasons": status["reasons"]}
+    return json_response(body, status=200 if status["ready"] else 503)
+
+
+async def _status(request: web.Request) -> web.Response:
+    return json_response(_api(request).status())
 
 
 async def _stats(request: web.Request) -> web.Response:
@@ -145,6 +158,8 @@ def build_app(
     app.router.add_post("/events/{topic:.+}", http.dispatch)
     app.router.add_get("/healthz", _health)
     app.router.add_get("/api/health", _health)
+    app.router.add_get("/readyz", _ready)
+    app.router.add_get("/api/status", _status)
     app.router.add_get("/api/stats", _stats)
     app.router.add_get("/api/routes", _routes)
     app.router.add_get("/api/peers", _peers)

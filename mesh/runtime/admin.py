@@ -53,6 +53,9 @@ class NodeAdmin:
     def stats(self) -> dict[str, Any]:
         return self.node.stats()
 
+    def status(self) -> dict[str, Any]:
+        return self.node.status()
+
     def routes(self) -> dict[str, Any]:
         n = self.node
         now = time.time()

@@ -80,6 +80,11 @@ class Faults:
             log.error("%s %s", task, what, exc_info=exc, extra={"task": task})
         return True
 
+    def last(self, task: str) -> str | None:
+        """The fault ``task`` reported last and has not cleared, as logged; None if none."""
+        entry = self._last.get(task)
+        return entry[0].split(": ", 1)[-1] if entry is not None else None
+
     def clear(self, task: str) -> None:
         """``task`` works again: its next fault is logged at once."""
         last = self._last.pop(task, None)

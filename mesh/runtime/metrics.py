@@ -30,6 +30,7 @@ HELP = {
     "mesh_outbox_depth": "Events waiting in an outbox",
     "mesh_outbox_bytes": "Bytes waiting in an outbox",
     "mesh_link_up": "1 when the peer link is established",
+    "mesh_broker_up": "1 while the bridge to the broker is connected and subscribed",
     "mesh_link_denied_events_total": "Events dropped at a peer link by our rules for the peer: "
     "direction import (outside what we take from it) or export (queued, outside what it "
     "may receive from us)",

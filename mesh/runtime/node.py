@@ -141,6 +141,13 @@ class Node:
             lambda: {(("outbox", ob.name),): ob.bytes for ob in self.outboxes.all()},
         )
         self.metrics.gauge("mesh_link_up", self._links_up)
+        self.metrics.gauge(
+            "mesh_broker_up",
+            lambda: {
+                (("broker", b),): 1.0 if self.broker_connected(b) else 0.0
+                for b in self.config.brokers
+            },
+        )
         self.metrics.gauge("mesh_store_full", lambda: {(): 1.0 if self.store.full else 0.0})
 
     def _links_up(self) -> dict[Labels, float]:
@@ -766,6 +773,71 @@ class Node:
                 }
             )
         return out
+
+    def readiness(self) -> list[dict[str, str]]:
+        """Why this node is not ready, one entry per component; empty when it is.
+
+        Ready: every broker connected, every configured peer linked, the store
+        able to commit, no outbox at its bound.
+        """
+        reasons: list[dict[str, str]] = []
+        for name in self.config.brokers:
+            if not self.broker_connected(name):
+                why = self.faults.last(f"bridge[{name}]") or "connecting"
+                reasons.append({"component": f"broker:{name}", "reason": why})
+        for peer in self.config.peers:
+            if peer.id not in self.sessions:
+                why = (
+                    self.refusals.get(peer.id)
+                    or self.faults.last(f"link[{peer.id}]")
+                    or "not linked yet"
+                )
+                reasons.append({"component": f"peer:{peer.id}", "reason": why})
+        if self.store.full:
+            reasons.append(
+                {"component": "store", "reason": "the disk is full: new events wait for room"}
+            )
+        for box in self.outboxes.all():
+            bound = box.policy.max_bytes
+            if bound and box.bytes >= bound:
+                reasons.append(
+                    {
+                        "component": f"outbox:{box.name}",
+                        "reason": f"{box.bytes} bytes queued, at its bound of {bound}",
+                    }
+                )
+        return reasons
+
+    def status(self) -> dict[str, Any]:
+        """Readiness and the state behind it, for ``/api/status`` and the CLI."""
+        reasons = self.readiness()
+        return {
+            "node": self.node_id,
+            "region": self.region,
+            "ready": not reasons,
+            "reasons": reasons,
+            "uptime": round(time.time() - self.started, 3),
+            "brokers": {
+                n: {
+                    "up": self.broker_connected(n),
+                    "reason": None
+                    if self.broker_connected(n)
+                    else self.faults.last(f"bridge[{n}]"),
+                }
+                for n in self.config.brokers
+            },
+            "peers": self.peers(),
+            "store_full": self.store.full,
+            "outboxes": [
+                {
+                    "name": ob.name,
+                    "depth": ob.depth,
+                    "bytes": ob.bytes,
+                    "bound": ob.policy.max_bytes,
+                }
+                for ob in self.outboxes.all()
+            ],
+        }
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -477,7 +477,8 @@ async def exercise(
     places = sorted(e["place"] for e in entries)
     assert len(entries) >= 4 and any(p.startswith("egress") for p in places), entries
     # -- every API endpoint, read with each token that may -------------------------
-    paths = ["/api/stats", "/api/routes", "/api/peers", "/api/dlq", "/api/egress", "/api/health"]
+    paths = ["/api/stats", "/api/status", "/api/routes", "/api/peers", "/api/dlq", "/api/egress"]
+    paths += ["/api/health"]
     paths += [f"/api/dlq/{e['id']}" for e in entries]
     for path in paths:
         for token in (s.ops, s.admin):
