@@ -15,8 +15,10 @@ deadline for a request head, so the node keeps its own:
 
 Connections are seen through the aiohttp server's ``connection_made`` and
 ``connection_lost`` (what its request handlers report to it) and the
-middleware's start and end of each request. A WebSocket is a request that
-lasts as long as the link, so a link is never pending.
+middleware's start of each request. A WebSocket is a request that lasts as
+long as the link, so a link is never pending. On a TLS listener the
+handshake comes first and is held to the same limits (``mesh.runtime.tls``).
+Unparsable requests are counted by :class:`ServerLog`.
 """
 
 from __future__ import annotations
@@ -30,8 +32,6 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 __all__ = ["ConnectionGuard", "ServerLog"]
-
-log = logging.getLogger(__name__)
 
 
 class ConnectionGuard:
