@@ -33,7 +33,7 @@ import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
-from mesh.config import MeshConfig, json_schema, load_config
+from mesh.config import MeshConfig, json_schema, load_config, load_node_settings
 from mesh.core.errors import ConfigErrors, MeshError
 
 __all__ = ["main"]
@@ -282,11 +282,16 @@ def _admin_url(args: argparse.Namespace) -> str:
     if args.url:
         return str(args.url).rstrip("/")
     if args.config:
-        cfg = load_config(args.config)
-        host = cfg.node.host
+        # Only where the node listens: the file's other secrets need not be set here.
+        try:
+            node = load_node_settings(args.config)
+        except ConfigErrors as exc:
+            _print_errors(exc)
+            raise SystemExit(EXIT_INVALID) from None
+        host = node.host
         host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-        scheme = "https" if cfg.node.tls is not None else "http"
-        return f"{scheme}://{host}:{cfg.node.port}"
+        scheme = "https" if node.tls is not None else "http"
+        return f"{scheme}://{host}:{node.port}"
     raise SystemExit("give --url http(s)://host:port or -c CONFIG_FILE")
 
 

@@ -11,7 +11,13 @@ and a hint. The JSON Schema of the file is :func:`json_schema`, generated from
 the same models.
 """
 
-from mesh.config.loader import config_model, json_schema, load_config, parse_config
+from mesh.config.loader import (
+    config_model,
+    json_schema,
+    load_config,
+    load_node_settings,
+    parse_config,
+)
 from mesh.config.models import (
     AcceptPeer,
     ApiSettings,
@@ -57,5 +63,6 @@ __all__ = [
     "config_model",
     "json_schema",
     "load_config",
+    "load_node_settings",
     "parse_config",
 ]

@@ -40,13 +40,13 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, create_model
 
 from mesh.config.checks import semantic_errors
-from mesh.config.models import BrokerModel, MeshConfig
+from mesh.config.models import BrokerModel, MeshConfig, NodeSettings
 from mesh.core.errors import ConfigError, ConfigErrors
 
 if TYPE_CHECKING:
     from mesh.plugins import BridgeSpec
 
-__all__ = ["config_model", "json_schema", "load_config", "parse_config"]
+__all__ = ["config_model", "json_schema", "load_config", "load_node_settings", "parse_config"]
 
 
 def _specs(specs: Mapping[str, BridgeSpec] | None) -> Mapping[str, BridgeSpec]:
@@ -667,6 +667,43 @@ def load_config(
     references as ``${NAME}`` (even in a comment) are not overrides.
     """
     source = str(path)
+    data, text = _read(path)
+    env = os.environ if env is None else env
+    overrides = os.environ if overrides is None else overrides
+    referenced = set(_REFERENCE.findall(text))
+    return _validate(data, source, env, overrides, referenced, specs)
+
+
+def load_node_settings(path: str | Path, env: Mapping[str, str] | None = None) -> NodeSettings:
+    """Only the ``node`` section of a configuration file, interpolated and validated.
+
+    For the CLI, which needs where a node listens and whether it serves TLS,
+    not the secrets of the rest of the file: a ``${VAR}`` elsewhere may be unset.
+    """
+    source = str(path)
+    data, _text = _read(path)
+    node = data.get("node") if isinstance(data, dict) else None
+    if not isinstance(node, dict):
+        raise ConfigErrors(source, [ConfigError("node", "missing: the file has no node section")])
+    errors: list[ConfigError] = []
+    node = _interpolate(node, "node", errors, os.environ if env is None else env)
+    if errors:
+        raise ConfigErrors(source, errors)
+    try:
+        return NodeSettings.model_validate(node)
+    except ValidationError as exc:
+        raise ConfigErrors(
+            source,
+            [
+                ConfigError(_join("node", ".".join(str(p) for p in e["loc"])), e["msg"])
+                for e in exc.errors()
+            ],
+        ) from None
+
+
+def _read(path: str | Path) -> tuple[Any, str]:
+    """A configuration file's YAML document and its text; ConfigErrors if unreadable."""
+    source = str(path)
 
     def fail(message: str, hint: str | None = None) -> ConfigErrors:
         return ConfigErrors(source, [ConfigError("", message, hint)])
@@ -691,13 +728,9 @@ def load_config(
             "save the file as UTF-8",
         ) from None
     try:
-        data = _parse_yaml(text)
+        return _parse_yaml(text), text
     except _YamlErrors as exc:
         raise ConfigErrors(source, exc.errors) from None
-    env = os.environ if env is None else env
-    overrides = os.environ if overrides is None else overrides
-    referenced = set(_REFERENCE.findall(text))
-    return _validate(data, source, env, overrides, referenced, specs)
 
 
 def json_schema(specs: Mapping[str, BridgeSpec] | None = None) -> dict[str, Any]:
