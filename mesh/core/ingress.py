@@ -38,6 +38,12 @@ class Rejected:
     reason: str
     index: int | None = None  # position in a batch
     too_large: bool = False
+    no_rule: bool = False  # no ingress rule matches its topic
+
+    @property
+    def code(self) -> str:
+        """A short label for metrics: too_large, no_rule or invalid."""
+        return "too_large" if self.too_large else "no_rule" if self.no_rule else "invalid"
 
 
 class Decoder(Protocol):

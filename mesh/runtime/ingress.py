@@ -62,13 +62,14 @@ class Ingress:
     def build(self, broker: str, msg: Message) -> list[Envelope | Rejected]:
         found = self.match(broker, msg.topic)
         if found is None:
-            return [Rejected(f"no ingress rule of broker {broker!r} matches topic {msg.topic!r}")]
+            why = f"no ingress rule of broker {broker!r} matches topic {msg.topic!r}"
+            return [Rejected(why, no_rule=True)]
         rule, caps = found
         return rule.build(msg, caps)
 
     def reject(self, broker: str, msg: Message, why: Rejected) -> DeadLetter:
         """Count and log a rejected message; return its dead-letter entry."""
-        self.metrics.inc("mesh_ingress_rejected_total", broker=broker)
+        self.metrics.inc("mesh_ingress_rejected_total", broker=broker, reason=why.code)
         self.metrics.inc("mesh_dead_letters_total", reason="invalid event")
         log.warning(
             "rejected message from %s on %r: %s",

@@ -15,7 +15,9 @@ Labels = tuple[tuple[str, str], ...]
 
 HELP = {
     "mesh_ingress_events_total": "Events accepted from local brokers, by broker",
-    "mesh_ingress_rejected_total": "Messages rejected at ingress, by broker and reason",
+    "mesh_ingress_rejected_total": "Messages rejected at ingress, by broker and reason "
+    "(invalid: not a valid event; too_large: over limits.max_event_size; no_rule: no "
+    "ingress rule matches its topic)",
     "mesh_unrouted_events_total": "Events that matched no subscription and were not forwarded",
     "mesh_link_sent_events_total": "Events sent over a peer link",
     "mesh_link_received_events_total": "Events received over a peer link",

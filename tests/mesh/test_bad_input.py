@@ -160,7 +160,7 @@ async def test_http_rejects_with_a_problem_naming_the_fault(
     assert status == 400
     assert ctype == "application/problem+json"
     assert reason in problem["detail"], problem
-    assert site.node.metrics.get("mesh_ingress_rejected_total", broker="web") == 1
+    assert site.node.metrics.get("mesh_ingress_rejected_total", broker="web", reason="invalid") == 1
 
 
 async def test_http_oversize_event_is_413(site: Site) -> None:
@@ -217,9 +217,12 @@ async def test_mqtt_and_nats_rejections_are_counted_and_logged_with_the_reason(
     await wait_for(lambda: site.subjects() == {"s4", "s5"}, what="the good events")
     m = site.node.metrics
     await wait_for(
-        lambda: m.get("mesh_ingress_rejected_total", broker="m5") == 2, what="two MQTT rejections"
+        lambda: m.total("mesh_ingress_rejected_total") == 3, what="two MQTT rejections, one NATS"
     )
-    assert m.get("mesh_ingress_rejected_total", broker="bus") == 1
+    # By reason: one invalid and one too large from MQTT, one invalid from NATS.
+    assert m.get("mesh_ingress_rejected_total", broker="m5", reason="invalid") == 1
+    assert m.get("mesh_ingress_rejected_total", broker="m5", reason="too_large") == 1
+    assert m.get("mesh_ingress_rejected_total", broker="bus", reason="invalid") == 1
     assert m.get("mesh_dead_letters_total", reason="invalid event") == 3
     logs = [r.getMessage() for r in caplog.records]
     assert any("rejected message from m5" in x and "JSON" in x for x in logs), logs
