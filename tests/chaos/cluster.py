@@ -73,9 +73,16 @@ class NodeProcess:
         raise AssertionError(f"node {self.name} did not come up:\n{self.tail()}")
 
     def stats(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/stats", timeout=5) as r:
-            data: dict[str, Any] = orjson.loads(r.read())
-            return data
+        return self._get("/api/stats")
+
+    def routes(self) -> list[dict[str, Any]]:
+        body = self._get("/api/routes")
+        rows: list[dict[str, Any]] = body["routes"] if isinstance(body, dict) else body
+        return rows
+
+    def _get(self, path: str) -> Any:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+            return orjson.loads(r.read())
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -238,9 +245,16 @@ class Sites:
     async def wait_linked(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            # Linked, and B's subscription learned: an event A takes before that
+            # matches nothing yet, and is (rightly) not routed anywhere.
             try:
                 peers = (await asyncio.to_thread(self.node_a.stats))["peers"]
-                if peers and peers[0]["state"] == "up":
+                routes = await asyncio.to_thread(self.node_a.routes)
+                if (
+                    peers
+                    and peers[0]["state"] == "up"
+                    and any(r["origin"] == "site-b" and r["reachable"] for r in routes)
+                ):
                     return
             except OSError:
                 pass

@@ -321,6 +321,11 @@ async def test_no_secret_in_any_response_output_or_log(
         proc = _start_node(cfg_file, log_file, env)
         try:
             await drive(s, seen, http, proc, base, env, cfg_file, data, b, c_cfg, d_cfg, hooked)
+        except AssertionError as exc:
+            # What site-a was doing, to tell a slow machine from a bug (its secrets
+            # are this test's own).
+            tail = log_file.read_text(errors="replace")[-4000:]
+            raise AssertionError(f"{exc}\n--- site-a's log, last lines ---\n{tail}") from exc
         finally:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
