@@ -7,6 +7,11 @@ with or without SNI) hands the connection the current context, built anew from
 the files at every reload. A new handshake sees the new certificate and CA
 set, a removed CA included; links already up keep their session. Loading files
 blocks, so both builders are called in a thread.
+
+The listener itself is a :class:`TlsSite`: asyncio's own TLS for each
+connection, which also reports how the handshake ended, so a failed one is
+logged and counted at the acceptor and a slow or surplus one is held to the
+HTTP guard's deadline and bound (:mod:`mesh.api.guard`).
 """
 
 from __future__ import annotations
