@@ -321,6 +321,8 @@ class MqttBridge:
         self._tls_error: ssl.SSLError | None = None  # what ended the connection, if TLS did
         self._more = False  # a _continue_reading is scheduled
         self._paused = False  # reading stopped: the inbox is full
+        self._awaiting_suback = 0  # subscribes whose SUBACK has not been read yet
+        self._pause_deferred = False  # the inbox filled while a SUBACK was awaited
 
     # -- the socket on the event loop ------------------------------------------------
 
@@ -366,7 +368,18 @@ class MqttBridge:
             self._on_readable()
 
     def _pause(self) -> None:
-        """The inbox is full: stop reading the socket."""
+        """The inbox is full: stop reading the socket.
+
+        Not while a SUBACK is awaited: on reconnect the broker resends a
+        persistent session's unacknowledged messages ahead of it, and the node
+        drains the inbox only once connect() has returned, so pausing then
+        would wait for the SUBACK for ever. Reading goes on until the SUBACK is
+        read (what comes before it is bounded by the broker's in-flight
+        window), then pauses.
+        """
+        if self._awaiting_suback:
+            self._pause_deferred = True
+            return
         if self._paused or self._sock is None or self._loop is None:
             return
         self._paused = True
@@ -374,6 +387,7 @@ class MqttBridge:
             self._loop.remove_reader(self._sock.fileno())
 
     def _resume(self) -> None:
+        self._pause_deferred = False
         self._paused = False
         sock, loop = self._sock, self._loop
         if sock is not None and loop is not None:
@@ -538,11 +552,18 @@ class MqttBridge:
                 raise BrokerUnavailable(self.name, f"subscribe {topic!r} failed: {rc}")
             suback: asyncio.Future[list[Any]] = loop.create_future()
             self._subacks[mid or 0] = suback
+            self._awaiting_suback += 1
             try:
                 async with asyncio.timeout(CONNECT_TIMEOUT):
                     codes = await suback
             except TimeoutError as exc:
                 raise BrokerUnavailable(self.name, f"no SUBACK for {topic!r}") from exc
+            finally:
+                self._subacks.pop(mid or 0, None)
+                self._awaiting_suback -= 1
+                if not self._awaiting_suback and self._pause_deferred:
+                    self._pause_deferred = False
+                    self._pause()
         for code in codes:
             if getattr(code, "is_failure", False) or code == 128:
                 raise BridgeError(self.name, f"subscription {topic!r} refused: {code}")

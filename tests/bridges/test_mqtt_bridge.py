@@ -7,9 +7,11 @@ them fails here.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import statistics
 import time
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +93,46 @@ async def test_a_confirmed_batch_does_not_wait_for_a_delayed_tcp_ack(mosquitto: 
         assert statistics.median(took) < 0.02, [round(t * 1000, 1) for t in took]
     finally:
         await pub.close()
+
+
+async def test_messages_resent_ahead_of_the_suback_do_not_stall_the_subscribe(
+    tmp_path: Path,
+) -> None:
+    """On reconnect Mosquitto resends a persistent session's unacknowledged messages
+    ahead of the SUBACK, up to its in-flight window (here above the inbox's bound),
+    and the node drains the inbox only once connect() has returned: the bridge must
+    read on until the SUBACK. It used to pause at the full inbox, and every reconnect
+    timed out with 'no SUBACK' (a node killed under load never took its backlog)."""
+    from tests.helpers import MqttClient, unique
+
+    broker = Mosquitto(workdir=tmp_path / "mosq", extra="max_inflight_messages 6000\n")
+    broker.start()
+    try:
+        topic = unique("resend")
+        cfg = {"kind": "mqtt", "url": broker.url, "client_id": unique("s-"), "protocol": "3.1.1"}
+        sub = [Subscribe(f"{topic}/#", 1)]
+        first, _ = open_bridge(SPEC, cfg)
+        await first.connect(sub)  # its inbox is never drained: nothing is acknowledged
+        client = MqttClient(broker.url)
+        try:
+            items = [(f"{topic}/x", b"{}") for _ in range(5000)]
+            await asyncio.to_thread(client.publish_many, items)
+        finally:
+            client.close()
+        await asyncio.sleep(0.5)
+        await first.close()
+        inbox = Inbox("b")
+        again, _ = open_bridge(SPEC, cfg, inbox=inbox)
+        try:
+            await again.connect(sub)
+            got = 0
+            async with asyncio.timeout(30):
+                while got < 5000:
+                    batch = await inbox.take(500)
+                    for d in batch:
+                        await d.ack()
+                    got += len(batch)
+        finally:
+            await again.close()
+    finally:
+        broker.close()
