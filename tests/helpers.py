@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import nats
 import orjson
 import paho.mqtt.client as mqtt
@@ -21,6 +22,7 @@ from paho.mqtt.properties import Properties
 from pydantic import SecretStr
 
 from mesh.config import MeshConfig, parse_config
+from mesh.core import frames
 from mesh.plugins import Bridge, BridgeContext, BridgeSpec, Delivery, HttpIngress
 from mesh.runtime.inbox import Inbox
 from mesh.runtime.lifecycle import Faults, TaskScope
@@ -125,6 +127,15 @@ async def nats_collect(
         yield received
     finally:
         await nc.close()
+
+
+async def hello_answer(url: str, node_id: str, token: str) -> dict[str, Any]:
+    """Dial the ``/mesh`` at ``url`` as ``node_id`` and return the answer to the hello."""
+    async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+        await ws.send_str(frames.hello(node_id, "default", token))
+        msg = await ws.receive(timeout=5)
+        answer: dict[str, Any] = orjson.loads(msg.data)
+        return answer
 
 
 def unique(prefix: str = "t") -> str:

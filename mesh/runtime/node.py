@@ -107,6 +107,8 @@ class Node:
             starting=self._brokers_connecting,
             refused=self._http_refused,
         )
+        # The server's client_max_size, fixed when it starts (a reload does not change it).
+        self.http.max_body = config.limits.max_event_size * 64
         self.guard = ConnectionGuard(
             config.limits.http_header_timeout,
             config.limits.max_pending_connections,
@@ -166,7 +168,7 @@ class Node:
                 NodeAdmin(self),
                 self.http,
                 functools.partial(accept_link, self),
-                max_body=self.config.limits.max_event_size * 64,
+                max_body=self.http.max_body,
                 guard=self.guard,
             )
             runner = web.AppRunner(
@@ -254,7 +256,6 @@ class Node:
         self.ingress = Ingress(self._ingress_rules(config), self.router, self.metrics)
         self.http.order = list(config.brokers)
         self.http.body_timeout = config.limits.http_body_timeout
-        self.http.max_body = old.limits.max_event_size * 64  # the server's, fixed at start
         self.guard.header_timeout = config.limits.http_header_timeout
         self.guard.max_pending = config.limits.max_pending_connections
         # Brokers: restart supervisors whose settings or subscriptions changed.

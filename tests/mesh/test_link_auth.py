@@ -7,14 +7,12 @@ import logging
 from pathlib import Path
 
 import aiohttp
-import orjson
 import pytest
 
-from mesh.core import frames
 from mesh.runtime import link
 from mesh.runtime.node import Node
 from mesh.testing import NatsServer, TcpProxy
-from tests.helpers import node_config, unique, wait_for
+from tests.helpers import hello_answer, node_config, unique, wait_for
 
 
 async def test_wrong_token_is_refused_with_reason_in_both_logs(
@@ -215,15 +213,6 @@ async def test_a_rotated_token_closes_the_links_it_admitted_and_only_those(
             assert b.sessions.get("site-c") is kept
 
 
-async def _hello(url: str, node_id: str, token: str) -> dict[str, object]:
-    """Dial as ``node_id`` and return the acceptor's answer to the hello."""
-    async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
-        await ws.send_str(frames.hello(node_id, "default", token))
-        msg = await ws.receive(timeout=5)
-        answer: dict[str, object] = orjson.loads(msg.data)
-        return answer
-
-
 async def test_a_live_link_is_not_taken_over_by_a_second_hello_for_its_id(
     tmp_path: Path,
 ) -> None:
@@ -248,7 +237,7 @@ async def test_a_live_link_is_not_taken_over_by_a_second_hello_for_its_id(
                 # An idle link stays alive (beacons), so the claim is refused, after a
                 # few heartbeat intervals just as at once.
                 for _ in range(2):
-                    answer = await _hello(url, "site-a", "a-token")
+                    answer = await hello_answer(url, "site-a", "a-token")
                     assert answer["type"] == "refused"
                     assert str(answer["reason"]).startswith("already linked: node 'site-a'")
                     assert b.sessions["site-a"] is first
@@ -263,7 +252,7 @@ async def test_a_live_link_is_not_taken_over_by_a_second_hello_for_its_id(
                     link.STALE_AFTER + 5,
                     "the session silent or closed",
                 )
-                answer = await _hello(url, "site-a", "a-token")
+                answer = await hello_answer(url, "site-a", "a-token")
                 assert answer["type"] == "welcome"
         finally:
             await proxy.close()

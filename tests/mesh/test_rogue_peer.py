@@ -42,7 +42,7 @@ from mesh.core.envelope import Envelope, encode_batch_frame, encode_record
 from mesh.core.event import Event
 from mesh.runtime.node import Node
 from mesh.testing import NatsServer, free_port
-from tests.helpers import nats_collect, node_config, wait_for
+from tests.helpers import hello_answer, nats_collect, node_config, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -191,14 +191,6 @@ class Rogue:
     async def close(self) -> None:
         self._task.cancel()
         await self.ws.close()
-
-
-async def hello_answer(url: str, node: str, token: str) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
-        await ws.send_str(frames.hello(node, "", token))
-        msg = await ws.receive(timeout=5)
-        answer: dict[str, Any] = orjson.loads(msg.data)
-        return answer
 
 
 async def oversized_frame_before_the_hello(port: int, announced: int, send: int) -> int | None:
