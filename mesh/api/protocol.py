@@ -28,7 +28,7 @@ class NodeApi(Protocol):
 
     def stats(self) -> dict[str, Any]: ...
 
-    def status(self) -> dict[str, Any]:
+    async def status(self) -> dict[str, Any]:
         """Readiness (``ready``, ``reasons``) and the state behind it."""
         ...
 

@@ -52,13 +52,13 @@ async def _health(request: web.Request) -> web.Response:
 
 
 async def _ready(request: web.Request) -> web.Response:
-    status = _api(request).status()
+    status = await _api(request).status()
     body = {"ready": status["ready"], "node": status["node"], "reasons": status["reasons"]}
     return json_response(body, status=200 if status["ready"] else 503)
 
 
 async def _status(request: web.Request) -> web.Response:
-    return json_response(_api(request).status())
+    return json_response(await _api(request).status())
 
 
 async def _stats(request: web.Request) -> web.Response:

@@ -53,8 +53,10 @@ class NodeAdmin:
     def stats(self) -> dict[str, Any]:
         return self.node.stats()
 
-    def status(self) -> dict[str, Any]:
-        return self.node.status()
+    async def status(self) -> dict[str, Any]:
+        out = self.node.status()
+        out["dead_letters"] = await self.node.store.dlq_count()
+        return out
 
     def routes(self) -> dict[str, Any]:
         n = self.node

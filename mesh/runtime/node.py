@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -838,7 +839,55 @@ class Node:
                 }
                 for ob in self.outboxes.all()
             ],
+            "ingress": {
+                n: self.metrics.get("mesh_ingress_events_total", broker=n)
+                for n in self.config.brokers
+            },
+            "egress": [
+                {
+                    "name": w.rule.name,
+                    "to": w.rule.broker,
+                    "topic": w.rule.pattern.text,
+                    "delivered": self.metrics.get("mesh_egress_events_total", egress=w.rule.name),
+                    "outbox": w.outbox.depth,
+                    "paused": w.paused is not None,
+                }
+                for w in self.egress_workers()
+            ],
+            "topology": self.topology(),
         }
+
+    def topology(self) -> dict[str, Any]:
+        """The mesh as this node knows it: the nodes its table reaches and the links between.
+
+        Built from the peers (up or configured) and the paths announced behind them
+        (reach and interest paths, origin first and the neighbour last).
+        """
+        me = self.node_id
+        nodes: dict[str, dict[str, Any]] = {me: {"id": me, "self": True}}
+        links: dict[tuple[str, str], dict[str, Any]] = {}
+
+        def link(a: str, b: str, up: bool | None) -> None:
+            key = (a, b) if a < b else (b, a)
+            for n in key:
+                nodes.setdefault(n, {"id": n, "self": False})
+            known = links.get(key)
+            if known is None or (up and not known["up"]):
+                links[key] = {"a": key[0], "b": key[1], "up": up}
+
+        for p in self.peers():
+            link(me, p["id"], p["state"] == "up")
+        paths: list[tuple[str, ...]] = []
+        for peer_paths in self.table.reach().values():
+            paths.extend(peer_paths)
+        for r in self.table.routes():
+            paths.append(tuple(r.path))
+        for path in paths:
+            for a, b in itertools.pairwise(path):
+                if me not in (a, b):
+                    link(a, b, None)  # known from announcements; its state is the others'
+        ordered = sorted(nodes.values(), key=lambda n: str(n["id"]))
+        return {"nodes": ordered, "links": list(links.values())}
 
     def stats(self) -> dict[str, Any]:
         return {
