@@ -89,6 +89,14 @@ class NodeSettings(_Model):
     tls: NodeTls | None = Field(
         None, description="Serve TLS (HTTPS, WSS) on listen, nothing in clear; default: plain"
     )
+    canary_interval: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="Seconds between canaries on each peer link: a canary goes through the "
+        "peer's router and store like an event; no answer within three intervals marks the "
+        "link degraded",
+    )
 
     @field_validator("listen")
     @classmethod

@@ -17,7 +17,12 @@ adds ``reach`` to interests frames: path vectors (origin first, the sender
 last) of the nodes behind the sender, its own id included, so the receiver
 can check the origin of every event the sender passes on
 (:meth:`mesh.core.routing.RoutingTable.behind`). The sender's first
-interests frame, with its reach, comes before its first batch.
+interests frame, with its reach, comes before its first batch. Version 4
+adds canaries (``{"type": "canary", "seq": n}``, answered with
+``{"type": "canary-ok", "seq": n}`` once the receiver has taken every batch
+before it and committed the canary to its store) and the ingress time as a
+seventh field of event records (:mod:`mesh.core.envelope`); a version-4 node
+strips that field from the records it sends to an older peer.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ __all__ = [
     "MAX_INTEREST_PATH",
     "MAX_PATTERN",
     "Ack",
+    "Canary",
+    "CanaryOk",
     "Control",
     "Credit",
     "Hello",
@@ -57,7 +64,7 @@ __all__ = [
     "parse_welcome",
 ]
 
-LINK_VERSIONS = (1, 3)
+LINK_VERSIONS = (1, 4)
 """The oldest and newest link-protocol versions this node speaks."""
 MAX_INTERESTS = 10_000  # interests in one message
 MAX_PATTERN = 1024  # characters of an interest's pattern
@@ -228,11 +235,23 @@ class Notice:
 
 
 @dataclass(frozen=True, slots=True)
+class Canary:
+    """Version 4: answer with ``canary-ok`` once every batch before it is committed."""
+
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class CanaryOk:
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
 class Unknown:
     type: str
 
 
-Control = Ack | Credit | Interests | Notice | Unknown
+Control = Ack | Credit | Interests | Notice | Canary | CanaryOk | Unknown
 
 
 def parse_control(text: str | bytes, peer: str) -> Control:
@@ -248,6 +267,10 @@ def parse_control(text: str | bytes, peer: str) -> Control:
         return Credit(_int(obj, "events", peer, high=MAX_CREDIT))
     if kind == "interests":
         return _interests(obj, peer)
+    if kind == "canary":
+        return Canary(_int(obj, "seq", peer, high=1 << 62))
+    if kind == "canary-ok":
+        return CanaryOk(_int(obj, "seq", peer, high=1 << 62))
     if kind == "notice":
         refused = obj.get("refused")
         items = [r for r in refused if isinstance(r, dict)] if isinstance(refused, list) else []

@@ -19,6 +19,12 @@ event batches are binary (:mod:`mesh.core.envelope`).
    disk is full) it neither acknowledges nor grants credit, and the link
    stays up: the sender simply runs out of credit. A peer that sends more
    than its credit, or a malformed frame, has its link closed with the reason.
+   From version 4 each side sends a canary every ``node.canary_interval``
+   seconds. The receiver queues it behind the batches it holds, commits it to
+   its store like an event, and only then answers ``canary-ok``: the round
+   trip is ``mesh_link_rtt_seconds``, and no answer for three intervals marks
+   the link degraded (``mesh_link_canary_ok`` 0, ``/readyz``) while its socket
+   may still be open: a peer whose disk is full or whose loop is stuck.
 
 4. Per-peer rules and origins. Every event from the peer must be within our
    ``import`` for it (else dropped, acknowledged and counted in
@@ -81,6 +87,7 @@ CLOSE_REFUSED = 4001
 CLOSE_PROTOCOL = 4002
 _BATCH_HEADER = 13  # tag, seq, count (see mesh.core.envelope)
 LOG_EVERY = 5.0  # seconds between log lines of one kind of drop on one link
+_MAX_CANARIES_WAITING = 4  # canaries a peer may have queued behind its batches
 
 
 class LinkHost(Protocol):
@@ -98,6 +105,7 @@ class LinkHost(Protocol):
     dialing: set[str]
     link_versions: tuple[int, int]
     pending_hellos: int
+    canary_interval: float
 
     def routes_changed(self) -> None: ...
 
@@ -138,7 +146,14 @@ class LinkSession:
         self._task: asyncio.Task[None] | None = None
         # Batches wait here so acks and interests keep flowing while one is routed;
         # the credit we granted bounds it (enforced in _reader).
-        self._batches: asyncio.Queue[bytes] = asyncio.Queue()
+        # Canaries (their sequence numbers) wait in the same line as batches.
+        self._batches: asyncio.Queue[bytes | int] = asyncio.Queue()
+        self._canaries_waiting = 0
+        self._canary_seq = 0
+        self._canary_sent: dict[int, float] = {}  # seq -> monotonic time sent
+        self.canary_ok_at = time.monotonic()  # a new link has three intervals of grace
+        self.rtt: float | None = None  # seconds, the last canary's round trip
+        self._degraded = False
         self._sent_interests: dict[Any, Interest] = {}
         self._sent_reach: list[tuple[str, ...]] | None = None
         self._advertised_once = False
@@ -187,6 +202,7 @@ class LinkSession:
                     "sender": self._sender(),
                     "advertiser": self._advertiser(),
                     "beacon": self._beacon(),
+                    **({"canary": self._canaries()} if self.version >= 4 else {}),
                 },
                 f"link[{peer}]",
             )
@@ -212,6 +228,19 @@ class LinkSession:
     def alive(self) -> bool:
         """True while the peer has sent something within ``STALE_AFTER`` seconds."""
         return time.monotonic() - self.last_seen < STALE_AFTER
+
+    def canary_ok(self) -> bool:
+        """Whether the peer answered a canary within the last three intervals.
+
+        A peer older than version 4 has no canaries: it is as good as its beacons.
+        """
+        if self.version < 4:
+            return self.alive()
+        return time.monotonic() - self.canary_ok_at < 3 * self.host.canary_interval
+
+    def canary_silence(self) -> float:
+        """Seconds since the last canary answer (or since the link came up)."""
+        return time.monotonic() - self.canary_ok_at
 
     async def close(self) -> None:
         task = self._task
@@ -278,6 +307,14 @@ class LinkSession:
             self._grant(frame.events)
         elif isinstance(frame, frames.Interests):
             await self._on_interests(frame)
+        elif isinstance(frame, frames.Canary):
+            # Bounded: a peer may have a few canaries waiting behind its batches; more
+            # go unanswered, which is what a peer flooding canaries deserves.
+            if self._canaries_waiting < _MAX_CANARIES_WAITING:
+                self._canaries_waiting += 1
+                self._batches.put_nowait(frame.seq)
+        elif isinstance(frame, frames.CanaryOk):
+            self._on_canary_ok(frame.seq)
         elif isinstance(frame, frames.Notice):
             log.warning(
                 "link %s: the peer refused %d of our interests, first: %s",
@@ -326,10 +363,70 @@ class LinkSession:
 
     async def _receiver(self) -> None:
         while True:
-            frames_ = [await self._batches.get()]
+            items = [await self._batches.get()]
             while not self._batches.empty():
-                frames_.append(self._batches.get_nowait())
-            await self._on_batches(frames_)
+                items.append(self._batches.get_nowait())
+            run: list[bytes] = []
+            for item in items:
+                if isinstance(item, int):
+                    # A canary is answered only after every batch before it is in.
+                    if run:
+                        await self._on_batches(run)
+                        run = []
+                    await self._on_canary(item)
+                else:
+                    run.append(item)
+            if run:
+                await self._on_batches(run)
+
+    async def _on_canary(self, seq: int) -> None:
+        """Commit the peer's canary to our store as an event would be, then answer it."""
+        self._canaries_waiting -= 1
+        try:
+            await self.host.router.canary(self.peer, seq)
+        except Overloaded as exc:
+            # The disk is full: no answer, and the peer sees this link degraded.
+            log.debug("link %s: canary %d not answered: %s", self.peer, seq, exc)
+            return
+        await self.ws.send_str(frames.dump({"type": "canary-ok", "seq": seq}))
+
+    async def _canaries(self) -> None:
+        while True:
+            self._canary_seq += 1
+            self._canary_sent[self._canary_seq] = time.monotonic()
+            while len(self._canary_sent) > 2 * _MAX_CANARIES_WAITING:
+                del self._canary_sent[min(self._canary_sent)]
+            await self.ws.send_str(frames.dump({"type": "canary", "seq": self._canary_seq}))
+            await asyncio.sleep(self.host.canary_interval)
+            self._check_degraded()
+
+    def _on_canary_ok(self, seq: int) -> None:
+        sent = self._canary_sent.pop(seq, None)
+        if sent is None:
+            return  # a late answer to a canary we stopped waiting for
+        for s in [s for s in self._canary_sent if s < seq]:
+            del self._canary_sent[s]
+        now = time.monotonic()
+        self.rtt = now - sent
+        self.canary_ok_at = now
+        self.host.metrics.observe("mesh_link_rtt_seconds", self.rtt, peer=self.peer)
+        self._check_degraded()
+
+    def _check_degraded(self) -> None:
+        ok = self.canary_ok()
+        if not ok and not self._degraded:
+            self._degraded = True
+            self.host.metrics.inc("mesh_link_degraded_total", peer=self.peer)
+            log.warning(
+                "link %s degraded: no canary answered for %.0f s (its store or loop is stuck, "
+                "or the path is)",
+                self.peer,
+                self.canary_silence(),
+                extra={"peer": self.peer},
+            )
+        elif ok and self._degraded:
+            self._degraded = False
+            log.info("link %s: canaries answered again", self.peer, extra={"peer": self.peer})
 
     async def _on_batches(self, batch_frames: list[bytes]) -> None:
         """Route every batch waiting, in one commit, then acknowledge the last one.

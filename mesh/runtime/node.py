@@ -92,6 +92,7 @@ class Node:
         self.node_id = config.node.id
         self.region = config.node.region
         self.limits = config.limits
+        self.canary_interval = config.node.canary_interval
         self.accept = list(config.accept)
         self.link_versions = link_versions
         self.metrics = Metrics()
@@ -144,6 +145,7 @@ class Node:
             lambda: {(("outbox", ob.name),): ob.bytes for ob in self.outboxes.all()},
         )
         self.metrics.gauge("mesh_link_up", self._links_up)
+        self.metrics.gauge("mesh_link_canary_ok", self._canaries_ok)
         self.metrics.gauge(
             "mesh_broker_up",
             lambda: {
@@ -156,6 +158,15 @@ class Node:
     def _links_up(self) -> dict[Labels, float]:
         peers = {p.id for p in self.config.peers} | set(self.sessions)
         return {(("peer", p),): 1.0 if p in self.sessions else 0.0 for p in sorted(peers)}
+
+    def _canaries_ok(self) -> dict[Labels, float]:
+        # The series stays while a configured link is degraded or down (then 0).
+        peers = {p.id for p in self.config.peers} | set(self.sessions)
+        out: dict[Labels, float] = {}
+        for p in sorted(peers):
+            s = self.sessions.get(p)
+            out[(("peer", p),)] = 1.0 if s is not None and s.canary_ok() else 0.0
+        return out
 
     # -- lifespan ------------------------------------------------------------------
 
@@ -253,6 +264,7 @@ class Node:
         old = self.config
         self.config = config
         self.limits = config.limits
+        self.canary_interval = config.node.canary_interval
         self.accept = list(config.accept)
         self.ingress = Ingress(self._ingress_rules(config), self.router, self.metrics)
         self.http.order = list(config.brokers)
@@ -769,6 +781,8 @@ class Node:
                     "sent": s.sent if s else 0,
                     "received": s.received if s else 0,
                     "outbox": box.depth if box else 0,
+                    "canary_ok": s.canary_ok() if s else False,
+                    "rtt": round(s.rtt, 6) if s and s.rtt is not None else None,
                     "import": _describe(self.table.import_rules(p)),
                     "export": _describe(self.table.export_rules(p)),
                     "behind": sorted(self.table.behind(p)),
@@ -779,8 +793,8 @@ class Node:
     def readiness(self) -> list[dict[str, str]]:
         """Why this node is not ready, one entry per component; empty when it is.
 
-        Ready: every broker connected, every configured peer linked, the store
-        able to commit, no outbox at its bound.
+        Ready: every broker connected, every configured peer linked with a
+        passing canary, the store able to commit, no outbox at its bound.
         """
         reasons: list[dict[str, str]] = []
         for name in self.config.brokers:
@@ -794,6 +808,10 @@ class Node:
                     or self.faults.last(f"link[{peer.id}]")
                     or "not linked yet"
                 )
+                reasons.append({"component": f"peer:{peer.id}", "reason": why})
+            elif not self.sessions[peer.id].canary_ok():
+                silent = self.sessions[peer.id].canary_silence()
+                why = f"degraded: no canary answered for {silent:.0f} s"
                 reasons.append({"component": f"peer:{peer.id}", "reason": why})
         if self.store.full:
             reasons.append(

@@ -55,6 +55,14 @@ class Router:
         else:
             await asyncio.sleep(exc.retry_after)
 
+    async def canary(self, peer: str, seq: int) -> None:
+        """Commit a peer's canary to the store, behind the events routed before it.
+
+        Raises :class:`~mesh.core.errors.Overloaded` while the store cannot commit
+        (the disk is full): the canary then goes unanswered.
+        """
+        await self.outboxes.store.put(f"canary:{peer}", str(seq).encode())
+
     async def route(self, envs: Sequence[Envelope], from_peer: str | None = None) -> int:
         """Make ``envs`` durable in their outboxes; return how many were routed anywhere.
 

@@ -149,7 +149,7 @@ def test_overrides_pass_the_cross_field_checks_and_name_the_variable(tmp_path: P
         (
             "MESH_NODE__LISTN",
             "MESH_NODE__LISTN: names no configuration key "
-            "(node has no key 'listn'; known: data_dir, id, listen, region, tls)",
+            "(node has no key 'listn'; known: canary_interval, data_dir, id, listen, region, tls)",
         ),
         (
             "MESH_BROKERS__COREBUS__KEEPALIVE",  # an MQTT key on a NATS broker
@@ -180,7 +180,7 @@ def test_overrides_pass_the_cross_field_checks_and_name_the_variable(tmp_path: P
         (
             "MESH_NODE___ID",
             "MESH_NODE___ID: names no configuration key "
-            "(node has no key '_id'; known: data_dir, id, listen, region, tls)",
+            "(node has no key '_id'; known: canary_interval, data_dir, id, listen, region, tls)",
         ),
         (
             "MESH_NODE____ID",
