@@ -70,7 +70,7 @@ def test_a_variable_that_names_no_key_stops_mesh_run_with_one_line(tmp_path: Pat
     assert proc.stderr.splitlines() == [
         f"{cfg}: 1 error(s)",
         "  MESH_NODE__LISTN: names no configuration key "
-        "(node has no key 'listn'; known: data_dir, id, listen, region, tls)",
+        "(node has no key 'listn'; known: canary_interval, data_dir, id, listen, region, tls)",
     ]
 
 
