@@ -255,7 +255,7 @@ def test_the_process_environment_is_the_default(
             "MESH_NODE__LISTN",
             "0.0.0.0:1",
             "  MESH_NODE__LISTN: names no configuration key (node has no key 'listn'; known: "
-            "data_dir, id, listen, region, tls)",
+            "canary_interval, data_dir, id, listen, region, tls)",
         ),
         (
             "MESH_NODE",
