@@ -88,10 +88,22 @@ def semantic_errors(data: dict[str, Any], specs: Mapping[str, BridgeSpec]) -> li
             _check_ingress(errors, f"ingress[{i}]", rule, brokers, known)
 
     egress = data.get("egress")
+    names: dict[str, int] = {}
     for i, raw in enumerate(egress if isinstance(egress, list) else []):
         rule_e = tolerant(EgressRule, raw)
         if rule_e is not None:
             _check_egress(errors, f"egress[{i}]", rule_e, brokers, known)
+            name = rule_e.rule_name(i)
+            if name in names:
+                errors.append(
+                    ConfigError(
+                        f"egress[{i}].name",
+                        f"duplicate egress name {name!r}",
+                        f"already the name of egress[{names[name]}]; names label metrics "
+                        "and outboxes, so each rule needs its own",
+                    )
+                )
+            names.setdefault(name, i)
 
     seen: dict[str, int] = {}
     peers = data.get("peers")

@@ -265,6 +265,12 @@ class OutboxSettings(_Model):
 
 
 class EgressRule(_Model):
+    name: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$",
+        description="The rule's name in metrics, outboxes, logs and the CLI; "
+        "default <to>:<index>, its broker and its place in egress",
+    )
     to: str = Field(description="Broker name")
     topic: str = Field(description="Mesh-topic pattern: + one level, # the rest")
     filter: dict[str, Any] | list[dict[str, Any]] | None = Field(
@@ -276,6 +282,10 @@ class EgressRule(_Model):
     retain: bool = False
     on_error: OnError = Field(default_factory=OnError)
     outbox: OutboxSettings | None = Field(None, description="Default: the node's outbox")
+
+    def rule_name(self, index: int) -> str:
+        """The name of this rule at ``index`` in egress: its own, else ``<to>:<index>``."""
+        return self.name or f"{self.to}:{index}"
 
 
 class Limits(_Model):

@@ -55,7 +55,7 @@ class EgressRule:
         self.separator = separator  # captures are rendered with the target's level separator
         self.dedup_ids = dedup_ids  # the broker drops a re-publish of the same id
         self.on_error = cfg.on_error
-        self.name = f"egress[{index}]"
+        self.name = cfg.rule_name(index)  # an operator name: labels, outbox, logs
         # What a running worker depends on; a change restarts it (see Node.reload).
         self.settings = settings if settings is not None else cfg.model_dump()
 

@@ -64,7 +64,7 @@ class EgressWorker:
 
     def resume(self) -> None:
         if self.paused is not None:
-            log.info("%s: resumed", self.rule.name)
+            log.info("egress %s: resumed", self.rule.name)
         self.paused = None
         self._resume.set()
 
@@ -136,7 +136,9 @@ class EgressWorker:
                 if failures > ACK_RETRIES:
                     raise
                 if failures == 1:
-                    log.warning("%s: acknowledging failed, retrying: %s", self.rule.name, exc)
+                    log.warning(
+                        "egress %s: acknowledging failed, retrying: %s", self.rule.name, exc
+                    )
                 await asyncio.sleep(0.1 * 2**failures)
 
     async def _give_up(self, seq: int, event_id: str | None, reason: str) -> bool:
@@ -148,7 +150,7 @@ class EgressWorker:
             self.paused = f"event {event_id or seq}: {reason}"
             self.metrics.inc("mesh_egress_paused_total", egress=rule.name)
             log.error(
-                "%s: paused on event %s: %s",
+                "egress %s: paused on event %s: %s",
                 rule.name,
                 event_id,
                 reason,
@@ -159,7 +161,7 @@ class EgressWorker:
             await self.outbox.ack([seq])
             self.metrics.inc("mesh_discarded_total", egress=rule.name)
             log.warning(
-                "%s: event %s discarded: %s",
+                "egress %s: event %s discarded: %s",
                 rule.name,
                 event_id,
                 reason,
@@ -169,7 +171,7 @@ class EgressWorker:
         await self.outbox.dead_letter(seq, reason)
         self.metrics.inc("mesh_dead_letters_total", reason="egress failed")
         log.error(
-            "%s: event %s dead-lettered: %s",
+            "egress %s: event %s dead-lettered: %s",
             rule.name,
             event_id or f"#{seq}",
             reason,
@@ -192,6 +194,7 @@ class EgressWorker:
         seqs: list[int] = []
         msgs: list[Message] = []
         ids: list[str] = []
+        arrived: list[float | None] = []
         for seq, rec in records:
             try:
                 env = self.outbox.envelope(seq, rec)
@@ -205,13 +208,14 @@ class EgressWorker:
                 # A record no check foresaw (one stored by an older version, say)
                 # would fail the same way after every restart and hold the whole
                 # outbox behind it: it is this event's fault, not the worker's.
-                log.exception("%s: cannot encode the event at #%d", rule.name, seq)
+                log.exception("egress %s: cannot encode the event at #%d", rule.name, seq)
                 if not await self._give_up(seq, None, f"cannot encode: {exc!r}"):
                     return None
                 continue
             seqs.append(seq)
             msgs.append(msg)
             ids.append(env.event.id)
+            arrived.append(env.t_in)
         if not msgs:
             return None
         results = await bridge.publish(msgs)
@@ -221,6 +225,11 @@ class EgressWorker:
             self.failures.pop(seq, None)
         if done:
             self.metrics.inc("mesh_egress_events_total", len(done), egress=rule.name)
+            latency = self.metrics.histogram("mesh_event_latency_seconds", egress=rule.name)
+            now = time.time()
+            for t_in, res in zip(arrived, results, strict=True):
+                if res is None and t_in is not None:
+                    latency.observe(max(0.0, now - t_in))
         delay: float | None = None
         failed = [
             (seq, eid, res)
@@ -231,7 +240,7 @@ class EgressWorker:
             self.metrics.inc("mesh_egress_failures_total", len(failed), egress=rule.name)
             _seq, first_id, first = failed[0]
             log.warning(
-                "%s: %d of %d publishes failed, first %s: %s",
+                "egress %s: %d of %d publishes failed, first %s: %s",
                 rule.name,
                 len(failed),
                 len(msgs),

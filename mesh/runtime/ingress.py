@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -113,6 +114,7 @@ class Ingress:
         ``wait(exc)``; the others are refused at once (``nack`` with the reason).
         """
         items: list[_Built] = []
+        now = time.time()  # the ingress time, carried to every egress for its latency
         for d in deliveries:
             b = _Built(d)
             for r in self.build(broker, d.message):
@@ -120,6 +122,7 @@ class Ingress:
                     b.rejected.append(r)
                     b.dead.append(self.reject(broker, d.message, r))
                 else:
+                    r.t_in = now
                     b.envs.append(r)
             items.append(b)
         dead_done = False

@@ -58,7 +58,13 @@ from aiohttp._websocket.reader import WebSocketReader
 from mesh.config import AcceptPeer, Limits, Peer
 from mesh.core import frames
 from mesh.core.certs import identity_mismatch
-from mesh.core.envelope import Envelope, decode_batch_frame, decode_record, encode_batch_frame
+from mesh.core.envelope import (
+    Envelope,
+    decode_batch_frame,
+    decode_record,
+    encode_batch_frame,
+    without_ingress_time,
+)
 from mesh.core.errors import (
     EventError,
     EventTooLarge,
@@ -546,7 +552,10 @@ class LinkSession:
             self.credit -= len(records)
             if self.credit <= 0:
                 self._credit_ok.clear()
-            await self.ws.send_bytes(encode_batch_frame(seq, [r for _, r in records]))
+            payload = [r for _, r in records]
+            if self.version < 4:  # an older peer reads six header fields, not seven
+                payload = [without_ingress_time(r) for r in payload]
+            await self.ws.send_bytes(encode_batch_frame(seq, payload))
             self.sent += len(records)
             host.metrics.inc("mesh_link_sent_events_total", len(records), peer=self.peer)
 

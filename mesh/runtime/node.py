@@ -144,6 +144,12 @@ class Node:
             "mesh_outbox_bytes",
             lambda: {(("outbox", ob.name),): ob.bytes for ob in self.outboxes.all()},
         )
+        self.metrics.gauge(
+            "mesh_outbox_oldest_seconds",
+            lambda: {
+                (("outbox", ob.name),): round(ob.oldest_age(), 3) for ob in self.outboxes.all()
+            },
+        )
         self.metrics.gauge("mesh_link_up", self._links_up)
         self.metrics.gauge("mesh_link_canary_ok", self._canaries_ok)
         self.metrics.gauge(
@@ -287,9 +293,10 @@ class Node:
                 self._bridge_tasks[name] = self._spawn(
                     f"bridge[{name}]", functools.partial(self._bridge_session, name)
                 )
-        # Egress: one outbox per subscription, kept while the subscription exists.
+        # Egress: one outbox per rule, named after it, kept while the rule exists.
         rules = self._egress_rules(config)
-        wanted = dict(zip(_egress_keys(rules), rules, strict=True))
+        wanted = {_egress_key(r): r for r in rules}
+        await self._carry_outboxes(wanted)
         for key in list(self._egress_tasks):
             worker, task = self._egress_tasks[key]
             if key not in wanted or wanted[key].settings != worker.rule.settings:
@@ -467,6 +474,40 @@ class Node:
             raise MeshError("this node was not started from a file; nothing to reload")
         load = functools.partial(load_config, self.source, specs=self.specs)
         await self.reload(await asyncio.to_thread(load))
+
+    async def _carry_outboxes(self, wanted: dict[str, EgressRule]) -> None:
+        """Move queued events to the outbox names of ``wanted`` rather than orphan them.
+
+        Two cases: the outbox keys of versions before egress names (one per
+        subscription: broker, pattern, filter), found in the store on upgrade;
+        and, on a reload, a rule whose default name ``<to>:<index>`` moved (a rule
+        was inserted before it) while its subscription stayed the same.
+        """
+        stored = set(await self.store.box_names())
+        legacy = dict(zip(_legacy_egress_keys(list(wanted.values())), wanted.values(), strict=True))
+        sources: dict[str, str] = {}  # new key -> old key
+        for old, rule in legacy.items():
+            new = _egress_key(rule)
+            if old in stored and new not in stored:
+                sources[new] = old
+        for old, (worker, _task) in self._egress_tasks.items():
+            if old in wanted:
+                continue
+            same = [
+                k
+                for k, r in wanted.items()
+                if _subscription(r) == _subscription(worker.rule)
+                and k not in stored
+                and k not in sources
+            ]
+            if same:
+                sources[same[0]] = old
+        for new, old in sources.items():
+            running = self._egress_tasks.pop(old, None)
+            if running is not None:
+                await cancel_and_wait([running[1]])
+            if await self.outboxes.rename(old, new):
+                log.info("outbox %s is now %s, with what it holds", old, new)
 
     async def _drop_outbox(self, name: str) -> None:
         """An egress subscription was removed: its queued events go to the DLQ, counted."""
@@ -954,8 +995,16 @@ def _subscriptions(config: MeshConfig, broker: str) -> list[Subscribe]:
     return out
 
 
-def _egress_keys(rules: list[EgressRule]) -> list[str]:
-    """Stable outbox names: the subscription (broker, pattern, filter), numbered if repeated."""
+def _egress_key(rule: EgressRule) -> str:
+    return f"egress:{rule.name}"
+
+
+def _subscription(rule: EgressRule) -> tuple[str, str, str]:
+    return (rule.broker, rule.pattern.text, canonical(rule.filter) if rule.filter else "")
+
+
+def _legacy_egress_keys(rules: list[EgressRule]) -> list[str]:
+    """The outbox names before egress names: the subscription, numbered if repeated."""
     seen: dict[str, int] = {}
     keys = []
     for r in rules:

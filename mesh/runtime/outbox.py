@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -78,13 +78,29 @@ class Outbox:
         self._last = 0  # highest seq appended
         self._changed = asyncio.Event()
         self._freed = asyncio.Event()
+        # (highest seq, time) of what was appended, one entry per second at most, so
+        # the age of the oldest record needs neither per-record state nor a query.
+        self._times: deque[tuple[int, float]] = deque()
 
     async def _load(self) -> None:
         self.depth, self.bytes = await self.store.box_stats(self.box)
         self._uncached_upto = self.store.last_seq
         self._last = self._uncached_upto
         if self.depth:
+            oldest = await self.store.box_oldest(self.box)
+            self._times.append((self._last, oldest if oldest is not None else time.time()))
             self._changed.set()
+
+    def oldest_age(self) -> float:
+        """Seconds the oldest record still queued here has waited (0 when empty)."""
+        if not self.depth:
+            self._times.clear()
+            return 0.0
+        first = min(self._inflight) if self._inflight else self._cursor + 1
+        times = self._times
+        while len(times) > 1 and times[0][0] < first:
+            times.popleft()
+        return max(0.0, time.time() - times[0][1]) if times else 0.0
 
     # -- producer side -------------------------------------------------------------------
 
@@ -157,6 +173,11 @@ class Outbox:
             if env is not None:
                 self._decoded[seq] = env
         self._last = max(self._last, seqs[-1])
+        now = time.time()
+        if self._times and now - self._times[-1][1] < 1.0:
+            self._times[-1] = (self._last, self._times[-1][1])
+        else:
+            self._times.append((self._last, now))
         while self._cache_bytes > self._cache_limit and self._cache:
             seq, rec = self._cache.popitem(last=False)
             self._cache_bytes -= len(rec)
@@ -292,6 +313,17 @@ class Outboxes:
                     await box.wait_for_space()
                 else:
                     await asyncio.sleep(full.retry_after)
+
+    async def rename(self, old: str, new: str) -> bool:
+        """Give outbox ``old`` the name ``new``, with everything queued in it."""
+        if not await self.store.rename_box(old, new):
+            return False
+        ob = self._boxes.pop(old, None)
+        if ob is not None:
+            ob.name = new
+            ob.rewind()  # its consumer is gone; the next one starts at the first record
+            self._boxes[new] = ob
+        return True
 
     async def remove(self, name: str) -> None:
         """Delete an outbox and everything in it."""

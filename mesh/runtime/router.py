@@ -83,7 +83,9 @@ class Router:
                 # The next hop may be the peer the event came from: while routes
                 # change, the upstream node can still have picked this one. Sending it
                 # back follows the current table; the hop limit bounds a transient loop.
-                fwd = Envelope(env.event, env.topic, env.origin, env.hops + 1, frozenset(dests))
+                fwd = Envelope(
+                    env.event, env.topic, env.origin, env.hops + 1, frozenset(dests), env.t_in
+                )
                 if fwd.hops > MAX_HOPS:
                     dead.append(
                         DeadLetter(
@@ -99,7 +101,7 @@ class Router:
                     box = hop_boxes[hop] = await self.peer_box(hop)
                 remote.append((box, encode_record(fwd), None))
             if d.local:
-                local = Envelope(env.event, env.topic, env.origin, env.hops)
+                local = Envelope(env.event, env.topic, env.origin, env.hops, None, env.t_in)
                 rec = encode_record(local)
                 boxes = [self.egress_boxes[i] for i in d.local if i in self.egress_boxes]
                 units.append((env.event.key, [(box, rec, local) for box in boxes]))

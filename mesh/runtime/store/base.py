@@ -96,6 +96,19 @@ class Store(Protocol):
         """(records, bytes) in ``box``."""
         ...
 
+    async def box_oldest(self, box: int) -> float | None:
+        """When the oldest record in ``box`` was stored (epoch seconds); None if empty."""
+        ...
+
+    async def box_names(self) -> list[str]:
+        """The names of every outbox the store holds."""
+        ...
+
+    async def rename_box(self, old: str, new: str) -> bool:
+        """Give outbox ``old`` (and what it holds) the name ``new``; False if ``old``
+        does not exist or ``new`` already does."""
+        ...
+
     async def evict(
         self,
         box: int,

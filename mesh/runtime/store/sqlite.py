@@ -450,6 +450,27 @@ class SqliteStore:
 
         return await self.call(op)
 
+    async def box_oldest(self, box: int) -> float | None:
+        def op(db: sqlite3.Connection) -> float | None:
+            (ts,) = db.execute("SELECT min(ts) FROM outbox WHERE box=?", (box,)).fetchone()
+            return None if ts is None else float(ts)
+
+        return await self.call(op)
+
+    async def box_names(self) -> list[str]:
+        def op(db: sqlite3.Connection) -> list[str]:
+            return [str(n) for (n,) in db.execute("SELECT name FROM boxes ORDER BY id")]
+
+        return await self.call(op)
+
+    async def rename_box(self, old: str, new: str) -> bool:
+        def op(db: sqlite3.Connection) -> bool:
+            if db.execute("SELECT 1 FROM boxes WHERE name=?", (new,)).fetchone():
+                return False
+            return db.execute("UPDATE boxes SET name=? WHERE name=?", (new, old)).rowcount == 1
+
+        return await self.call(op)
+
     async def evict(
         self,
         box: int,
