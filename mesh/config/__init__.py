@@ -30,6 +30,7 @@ from mesh.config.models import (
     EventTemplate,
     IngressRule,
     Limits,
+    Logging,
     MeshConfig,
     NodeSettings,
     NodeTls,
@@ -38,6 +39,7 @@ from mesh.config.models import (
     Peer,
     RetryPolicy,
     Storage,
+    Tracing,
 )
 
 __all__ = [
@@ -52,6 +54,7 @@ __all__ = [
     "EventTemplate",
     "IngressRule",
     "Limits",
+    "Logging",
     "MeshConfig",
     "NodeSettings",
     "NodeTls",
@@ -60,6 +63,7 @@ __all__ = [
     "Peer",
     "RetryPolicy",
     "Storage",
+    "Tracing",
     "config_model",
     "json_schema",
     "load_config",

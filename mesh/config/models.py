@@ -354,6 +354,36 @@ class Storage(_Model):
     )
 
 
+class Tracing(_Model):
+    """OpenTelemetry spans (receive, process, send) for events that carry a trace context.
+
+    Needs ``opentelemetry-sdk`` (``pip install 'event-mesh-gateway[tracing]'``);
+    ``otlp`` also needs ``opentelemetry-exporter-otlp-proto-http``.
+    """
+
+    exporter: Literal["otlp", "console", "file"] = Field(
+        "otlp", description="otlp: OTLP over HTTP to endpoint; console: stderr; file: JSON lines"
+    )
+    endpoint: str = Field(
+        "http://127.0.0.1:4318/v1/traces", description="The OTLP/HTTP traces endpoint (otlp)"
+    )
+    path: Path | None = Field(None, description="Where spans are written, one JSON per line (file)")
+    service_name: str = Field("event-mesh-gateway", description="service.name of the spans")
+
+    @model_validator(mode="after")
+    def _file_needs_path(self) -> Tracing:
+        if self.exporter == "file" and self.path is None:
+            raise ValueError("exporter file needs a path")
+        return self
+
+
+class Logging(_Model):
+    format: Literal["text", "json"] = Field(
+        "text", description="text: one readable line; json: one JSON object per line"
+    )
+    level: Literal["debug", "info", "warning", "error"] = Field("info")
+
+
 class DeadLetters(_Model):
     """Bounds of the dead-letter queue; the oldest entries beyond them are evicted, counted."""
 
@@ -428,3 +458,7 @@ class MeshConfig(_Model):
     api: ApiSettings = Field(
         default_factory=ApiSettings, description="Tokens for HTTP ingress and the admin API"
     )
+    tracing: Tracing | None = Field(
+        None, description="Emit OpenTelemetry spans; default: none (trace context still travels)"
+    )
+    logging: Logging = Field(default_factory=Logging, description="Log format and level")

@@ -16,6 +16,7 @@ from mesh.core.event import Event
 from mesh.core.message import Message
 from mesh.core.templates import RenderContext, Template
 from mesh.core.topics import Pattern
+from mesh.core.tracecontext import TRACEPARENT, stamp
 
 if TYPE_CHECKING:
     from mesh.config import EgressRule as EgressConfig
@@ -76,4 +77,6 @@ class EgressRule:
         msg.retain = self.retain
         if self.dedup_ids:
             msg.dedup_id = f"{ev.attrs['source']} {ev.attrs['id']}"
+        if TRACEPARENT in ev.attrs:
+            stamp(msg, ev.attrs)
         return msg

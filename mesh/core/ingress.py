@@ -24,6 +24,7 @@ from mesh.core.event import AttrValue, Event, new_event_id, now_rfc3339, validat
 from mesh.core.message import Message
 from mesh.core.templates import RenderContext, Template
 from mesh.core.topics import Pattern, TopicSyntax
+from mesh.core.tracecontext import adopt, from_message
 
 if TYPE_CHECKING:
     from mesh.config import IngressRule as IngressConfig
@@ -128,11 +129,16 @@ class IngressRule:
             )
         except (EventError, TemplateError) as exc:
             return [Rejected(_reason(exc))]
+        # A W3C trace context beside the event (a header, a user property) goes with it.
+        trace = from_message(msg) if msg.headers or msg.user_properties else None
         out: list[Envelope | Rejected] = []
         for i, ev in enumerate(events):
             if isinstance(ev, EventError):
                 out.append(Rejected(_reason(ev), i))
-            elif ev.size() > self.max_size:
+                continue
+            if trace is not None:
+                adopt(ev.attrs, trace)
+            if ev.size() > self.max_size:
                 out.append(Rejected(str(EventTooLarge(ev.size(), self.max_size)), i, True))
             else:
                 out.append(Envelope(ev, mesh_topic, self.node_id))

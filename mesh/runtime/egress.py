@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from mesh.core.egress import EgressRule
 from mesh.core.errors import (
@@ -22,6 +23,10 @@ from mesh.runtime.backoff import Backoff
 from mesh.runtime.lifecycle import Drain
 from mesh.runtime.metrics import Metrics
 from mesh.runtime.outbox import Outbox
+
+if TYPE_CHECKING:
+    from mesh.core.envelope import Envelope
+    from mesh.runtime.tracing import Spans
 
 __all__ = ["EgressWorker"]
 
@@ -48,7 +53,11 @@ class EgressWorker:
         *,
         drain: Drain | None = None,
         batch: int = 256,
+        spans: Spans | None = None,
+        system: str = "",
     ) -> None:
+        self.spans = spans
+        self.system = system  # the broker's kind, for spans
         self.rule = rule
         self.outbox = outbox
         self.bridge = bridge
@@ -195,6 +204,7 @@ class EgressWorker:
         msgs: list[Message] = []
         ids: list[str] = []
         arrived: list[float | None] = []
+        sent: list[tuple[Envelope, str]] = []
         for seq, rec in records:
             try:
                 env = self.outbox.envelope(seq, rec)
@@ -216,8 +226,11 @@ class EgressWorker:
             msgs.append(msg)
             ids.append(env.event.id)
             arrived.append(env.t_in)
+            if self.spans is not None:
+                sent.append((env, msg.topic))
         if not msgs:
             return None
+        began = time.time()
         results = await bridge.publish(msgs)
         done = [seq for seq, res in zip(seqs, results, strict=True) if res is None]
         await self._ack(done)
@@ -230,6 +243,12 @@ class EgressWorker:
             for t_in, res in zip(arrived, results, strict=True):
                 if res is None and t_in is not None:
                     latency.observe(max(0.0, now - t_in))
+            if self.spans is not None:
+                for (env, target), res in zip(sent, results, strict=True):
+                    if res is None:
+                        self.spans.record(
+                            "send", [env], system=self.system, destination=target, start=began
+                        )
         delay: float | None = None
         failed = [
             (seq, eid, res)

@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from mesh.core.envelope import Envelope
 from mesh.core.errors import Overloaded
@@ -26,6 +27,9 @@ from mesh.plugins import Delivery, Outcome
 from mesh.runtime.metrics import Metrics
 from mesh.runtime.router import Router
 from mesh.runtime.store import DeadLetter
+
+if TYPE_CHECKING:
+    from mesh.runtime.tracing import Spans
 
 __all__ = ["Ingress"]
 
@@ -46,7 +50,17 @@ class _Built:
 class Ingress:
     """Runs ingress rules over batches of deliveries and acknowledges after commit."""
 
-    def __init__(self, rules: list[IngressRule], router: Router, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        rules: list[IngressRule],
+        router: Router,
+        metrics: Metrics,
+        *,
+        spans: Spans | None = None,
+        kinds: Mapping[str, str] | None = None,
+    ) -> None:
+        self.spans = spans
+        self.kinds = kinds or {}  # broker name -> its kind (mqtt, nats, http), for spans
         self.router = router
         self.store = router.outboxes.store
         self.metrics = metrics
@@ -155,6 +169,9 @@ class Ingress:
         accepted = sum(len(b.envs) for b in items)
         if accepted:
             self.metrics.inc("mesh_ingress_events_total", accepted, broker=broker)
+            if self.spans is not None:
+                envs = [e for b in items for e in b.envs]
+                self.spans.record("receive", envs, system=self.kinds.get(broker, broker))
         for b in items:
             d = b.delivery
             if d.wants_outcome:

@@ -49,7 +49,7 @@ import ssl
 import time
 import urllib.parse
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 from aiohttp import web
@@ -80,6 +80,9 @@ from mesh.runtime.metrics import Metrics
 from mesh.runtime.router import Router
 from mesh.runtime.store import DeadLetter
 from mesh.runtime.tls import client_context
+
+if TYPE_CHECKING:
+    from mesh.runtime.tracing import Spans
 
 __all__ = ["LinkHost", "LinkSession", "accept_link", "dial_once", "token_refusal"]
 
@@ -112,6 +115,7 @@ class LinkHost(Protocol):
     link_versions: tuple[int, int]
     pending_hellos: int
     canary_interval: float
+    spans: Spans | None
 
     def routes_changed(self) -> None: ...
 
@@ -487,6 +491,8 @@ class LinkSession:
                     dead = []
                 if envs:
                     await host.router.route(envs, from_peer=self.peer)
+                    if host.spans is not None:
+                        host.spans.record("process", envs, system="mesh")
                 break
             except Overloaded as exc:
                 # Not acknowledged, so the peer's credit runs out and it stops sending:

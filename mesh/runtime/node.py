@@ -32,7 +32,7 @@ import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
@@ -63,6 +63,9 @@ from mesh.runtime.outbox import Outboxes, OutboxPolicy
 from mesh.runtime.router import Router
 from mesh.runtime.store import open_store
 from mesh.runtime.tls import ServerTls, TlsSite, handshake_label, ssl_detail
+
+if TYPE_CHECKING:
+    from mesh.runtime.tracing import Spans
 
 __all__ = ["Node"]
 
@@ -104,6 +107,7 @@ class Node:
         self.router = Router(self.node_id, self.table, self.outboxes, self.metrics)
         self.specs: Mapping[str, BridgeSpec] = specs if specs is not None else load_specs()
         self.ingress = Ingress([], self.router, self.metrics)
+        self.spans: Spans | None = None  # OpenTelemetry, when tracing: is configured
         self.http = HttpRoutes(
             order=list(config.brokers),
             starting=self._brokers_connecting,
@@ -179,6 +183,10 @@ class Node:
     @contextlib.asynccontextmanager
     async def serve(self) -> AsyncIterator[Node]:
         self._check_bridges(self.config)
+        if self.config.tracing is not None:
+            from mesh.runtime.tracing import start_spans  # only imported when configured
+
+            self.spans = start_spans(self.config.tracing, self.node_id)
         await self.store.open()
         runner: web.AppRunner | None = None
         try:
@@ -249,6 +257,8 @@ class Node:
             if runner is not None:
                 await runner.cleanup()
             await self.store.close()
+            if self.spans is not None:
+                await asyncio.to_thread(self.spans.shutdown)
             log.info("node %s stopped", self.node_id)
 
     def _check_bridges(self, config: MeshConfig) -> None:
@@ -272,7 +282,13 @@ class Node:
         self.limits = config.limits
         self.canary_interval = config.node.canary_interval
         self.accept = list(config.accept)
-        self.ingress = Ingress(self._ingress_rules(config), self.router, self.metrics)
+        self.ingress = Ingress(
+            self._ingress_rules(config),
+            self.router,
+            self.metrics,
+            spans=self.spans,
+            kinds={n: b.kind for n, b in config.brokers.items()},
+        )
         self.http.order = list(config.brokers)
         self.http.body_timeout = config.limits.http_body_timeout
         self.guard.header_timeout = config.limits.http_header_timeout
@@ -313,7 +329,13 @@ class Node:
                 self._egress_tasks[key][0].rule.index = rule.index
                 continue
             worker = EgressWorker(
-                rule, box, self._bridge_getter(rule.broker), self.metrics, drain=self._drain
+                rule,
+                box,
+                self._bridge_getter(rule.broker),
+                self.metrics,
+                drain=self._drain,
+                spans=self.spans,
+                system=config.brokers[rule.broker].kind,
             )
             self._egress_tasks[key] = (worker, self._spawn(rule.name, worker.run))
         self.router.egress_boxes = egress_boxes

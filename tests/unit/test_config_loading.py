@@ -262,6 +262,8 @@ def test_the_schema_keeps_its_shape() -> None:
         "storage",
         "dlq",
         "api",
+        "tracing",
+        "logging",
     ]
 
 

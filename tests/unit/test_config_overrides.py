@@ -144,7 +144,7 @@ def test_overrides_pass_the_cross_field_checks_and_name_the_variable(tmp_path: P
         (
             "MESH_FOO",
             "MESH_FOO: names no configuration key (the top level has no key 'foo'; known: "
-            "accept, api, brokers, dlq, egress, ingress, limits, node, outbox, peers, storage)",
+            "accept, api, brokers, dlq, egress, ingress, limits, logging, node, outbox, peers…)",
         ),
         (
             "MESH_NODE__LISTN",
@@ -230,7 +230,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     )
     assert sorted(lines) == [
         "MESH_FOO: names no configuration key (the top level has no key 'foo'; known: "
-        "accept, api, brokers, dlq, egress, ingress, limits, node, outbox, peers, storage)",
+        "accept, api, brokers, dlq, egress, ingress, limits, logging, node, outbox, peers…)",
         "egress[0].to: unknown broker 'nowhere'; known: plant, CoreBus (from MESH_EGRESS__0__TO)",
         "limits.batch_size: Input should be greater than or equal to 1 "
         "(from MESH_LIMITS__BATCH_SIZE)",
