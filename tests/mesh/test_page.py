@@ -10,6 +10,10 @@ them fails this test with the command that installs them, it never skips.
 Selenium blocks, so every driver call runs in a thread while the nodes run in
 the test's event loop. The DOM is read in one ``execute_script`` call per
 look, so a re-render between two reads cannot mix two polls.
+
+A third test serves the page beside a stand-in ``/api/status`` to cover what
+the line does not: the token form on 401, the canary and RTT columns (a peer
+up with ``canary_ok: false`` is degraded) and a hostile peer id kept as text.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
+from mesh.api import page
 from mesh.runtime.node import Node
 from tests.helpers import node_config
 from tests.mesh.meshnet import MeshNet
@@ -194,3 +200,114 @@ async def test_the_page_is_one_self_contained_file_with_a_strict_policy(tmp_path
     assert not re.search(r"<script[^>]*\bsrc|<link\b|@import|url\(", html, re.IGNORECASE)
     assert "innerHTML" not in html and "insertAdjacentHTML" not in html
     assert "/api/status" in html
+
+
+def _status(peers: list[dict[str, Any]], links: list[dict[str, Any]]) -> dict[str, Any]:
+    ids = sorted(
+        {"me"} | {p["id"] for p in peers} | {n for lk in links for n in (lk["a"], lk["b"])}
+    )
+    return {
+        "node": "me",
+        "region": "eu",
+        "ready": False,
+        "reasons": [{"component": "peer:z", "reason": "not linked yet"}],
+        "uptime": 12.0,
+        "brokers": {"bus": {"up": True, "reason": None}, "plant": {"up": False, "reason": "gone"}},
+        "peers": [
+            {"direction": "dialed", "sent": 0, "received": 0, "outbox": 0, "region": None, **p}
+            for p in peers
+        ],
+        "store_full": False,
+        "outboxes": [{"name": "peer:x", "depth": 3, "bytes": 120, "bound": 1000}],
+        "ingress": {"bus": 5, "plant": 0},
+        "egress": [],
+        "dead_letters": 2,
+        "topology": {"nodes": [{"id": n, "self": n == "me"} for n in ids], "links": links},
+    }
+
+
+async def test_the_page_asks_for_a_token_and_shows_canaries_rtt_and_hostile_ids_as_text() -> None:
+    """A stand-in /api/status: the token form, canary and RTT columns, ids as text."""
+    hostile = '<img src=x onerror="document.title=1">'
+    status = _status(
+        [
+            {"id": "x", "state": "up", "canary_ok": True, "rtt": 0.0123},
+            {"id": "y", "state": "up", "canary_ok": False, "rtt": None},
+            {"id": "z", "state": "down"},
+            {"id": hostile, "state": "up"},
+        ],
+        [
+            {"a": "me", "b": "x", "up": True},
+            {"a": "me", "b": "y", "up": True},
+            {"a": "me", "b": "z", "up": False},
+            {"a": "me", "b": hostile, "up": True},
+            {"a": "w", "b": "x", "up": None},
+        ],
+    )
+    asked: list[str | None] = []
+
+    async def api_status(request: web.Request) -> web.Response:
+        asked.append(request.headers.get("Authorization"))
+        if request.headers.get("Authorization") != "Bearer s3cret":
+            return web.json_response({"detail": "needs a token"}, status=401)
+        return web.json_response(status)
+
+    app = web.Application()
+    app.router.add_get("/", page.handle)
+    app.router.add_get("/api/status", api_status)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with browser(asyncio.create_task(asyncio.to_thread(_browser))) as driver:
+            await asyncio.to_thread(driver.get, f"http://127.0.0.1:{port}/")
+            seen = await look_until(driver, lambda s: s["authShown"], 10, "the token form")
+            assert "token" in seen["error"]
+
+            def enter_token() -> None:
+                from selenium.webdriver.common.by import By
+
+                driver.find_element(By.CSS_SELECTOR, '[data-testid="token-input"]').send_keys(
+                    "s3cret"
+                )
+                driver.find_element(By.CSS_SELECTOR, '[data-testid="token-save"]').click()
+
+            await asyncio.to_thread(enter_token)
+            seen = await look_until(driver, lambda s: len(s["rows"]) == 4, 10, "the links")
+            stored = await asyncio.to_thread(
+                driver.execute_script, "return sessionStorage.getItem('mesh.api.token')"
+            )
+            title = await asyncio.to_thread(driver.execute_script, "return document.title")
+            images = await asyncio.to_thread(
+                driver.execute_script, "return document.querySelectorAll('img').length"
+            )
+            rtts = await asyncio.to_thread(
+                driver.execute_script,
+                "return Object.fromEntries(Array.from("
+                "document.querySelectorAll('[data-testid=\"link-row\"]')).map("
+                "(r) => [r.dataset.peer, r.querySelector('[data-testid=\"rtt\"]').innerText]))",
+            )
+    finally:
+        await runner.cleanup()
+
+    assert "Bearer s3cret" in asked and stored == "s3cret"
+    assert not seen["authShown"] and seen["error"] == ""
+    rows = seen["rows"]
+    assert {p: (r["state"], r["canary"]) for p, r in rows.items()} == {
+        "x": ("up", "ok"),
+        "y": ("degraded", "degraded"),
+        "z": ("down", "—"),
+        hostile: ("up", "—"),
+    }
+    assert rtts == {"x": "12.3 ms", "y": "—", "z": "—", hostile: "—"}
+    assert seen["links"] == {
+        "me--x": "up",
+        "me--y": "degraded",
+        "me--z": "down",
+        f"me--{hostile}": "up",
+        "w--x": "unknown",
+    }
+    assert set(seen["nodes"]) == {"me", "w", "x", "y", "z", hostile}
+    assert images == 0 and title == "me — mesh"  # the id stayed text: no element, no script
