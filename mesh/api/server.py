@@ -2,6 +2,7 @@
 
 Written against :class:`mesh.api.protocol.NodeApi`, never against the node:
 
+- ``GET /`` — the live page (:mod:`mesh.api.page`), drawn from ``/api/status``;
 - ``GET /mesh`` — peer links (WebSocket), handed to the link handler;
 - ``POST /events/<topic>`` — HTTP ingress, dispatched to the bridges that serve
   it (:class:`mesh.api.ingress.HttpRoutes`);
@@ -28,7 +29,7 @@ from collections.abc import Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from mesh.api import auth
+from mesh.api import auth, page
 from mesh.api.guard import ConnectionGuard
 from mesh.api.ingress import HttpRoutes
 from mesh.api.protocol import NodeApi
@@ -154,6 +155,8 @@ def build_app(
     app = web.Application(client_max_size=max_body, middlewares=[_arrived, _authorize])
     app[API_KEY] = api
     app[GUARD_KEY] = guard
+    page.load()  # a page missing from the package fails the start, not the first visit
+    app.router.add_get("/", page.handle)
     app.router.add_get("/mesh", links)
     app.router.add_post("/events/{topic:.+}", http.dispatch)
     app.router.add_get("/healthz", _health)

@@ -37,6 +37,8 @@ class Member:
     node: Node | None = None
     nc: NATS | None = None
     received: list[str] = field(default_factory=list)  # event ids, in arrival order
+    # The node's own lifespan, closed by MeshNet.stop or, at the latest, with the net.
+    lifespan: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
 
 
 class MeshNet:
@@ -113,11 +115,12 @@ class MeshNet:
             config = self.config(name, ports)
             source = str(self.write_config(name, config))
             options = self.node_options.get(name, {})
-            node = await self._stack.enter_async_context(
+            m = self.members[name]
+            self._stack.push_async_callback(m.lifespan.aclose)
+            node = await m.lifespan.enter_async_context(
                 Node(config, source=source, **options).serve()
             )
             ports[name] = node.port
-            m = self.members[name]
             m.node = node
             m.nc = await nats.connect(m.server.url)
             self._stack.push_async_callback(m.nc.close)
@@ -156,6 +159,13 @@ class MeshNet:
             else:
                 raise AssertionError("the dial graph has a cycle")
         return order
+
+    async def stop(self, name: str) -> None:
+        """Stop one node (its server and links; its nats-server keeps running).
+
+        Call it from the task that entered the net: the node's task group belongs to it.
+        """
+        await self.members[name].lifespan.aclose()
 
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
