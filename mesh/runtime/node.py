@@ -500,35 +500,46 @@ class Node:
     async def _carry_outboxes(self, wanted: dict[str, EgressRule]) -> None:
         """Move queued events to the outbox names of ``wanted`` rather than orphan them.
 
-        Two cases: the outbox keys of versions before egress names (one per
-        subscription: broker, pattern, filter), found in the store on upgrade;
-        and, on a reload, a rule whose default name ``<to>:<index>`` moved (a rule
-        was inserted before it) while its subscription stayed the same.
+        An outbox belongs to a subscription (broker, pattern, filter). Two cases
+        move one: the keys of versions before egress names (one per
+        subscription), found in the store on upgrade; and, on a reload, a rule
+        whose name changed (a default ``<to>:<index>`` moves when a rule is
+        inserted before it) while its subscription stayed. A running rule whose
+        subscription is gone from ``wanted`` has its queued events dead-lettered,
+        as a removed subscription always had.
         """
         stored = set(await self.store.box_names())
-        legacy = dict(zip(_legacy_egress_keys(list(wanted.values())), wanted.values(), strict=True))
-        sources: dict[str, str] = {}  # new key -> old key
-        for old, rule in legacy.items():
+        moving: dict[str, str] = {}  # old key -> new key
+        taken: set[str] = set()
+        for old, rule in zip(
+            _legacy_egress_keys(list(wanted.values())), wanted.values(), strict=True
+        ):
             new = _egress_key(rule)
-            if old in stored and new not in stored:
-                sources[new] = old
-        for old, (worker, _task) in self._egress_tasks.items():
-            if old in wanted:
-                continue
-            same = [
-                k
-                for k, r in wanted.items()
-                if _subscription(r) == _subscription(worker.rule)
-                and k not in stored
-                and k not in sources
-            ]
-            if same:
-                sources[same[0]] = old
-        for new, old in sources.items():
-            running = self._egress_tasks.pop(old, None)
-            if running is not None:
-                await cancel_and_wait([running[1]])
-            if await self.outboxes.rename(old, new):
+            if old in stored and new not in stored and old not in self._egress_tasks:
+                moving[old] = new
+                taken.add(new)
+        for old, (worker, task) in list(self._egress_tasks.items()):
+            sub = _subscription(worker.rule)
+            if old in wanted and _subscription(wanted[old]) == sub:
+                continue  # stays where it is
+            await cancel_and_wait([task])
+            del self._egress_tasks[old]
+            successor = next(
+                (k for k, r in wanted.items() if _subscription(r) == sub and k not in taken),
+                None,
+            )
+            if successor is None:
+                await self._drop_outbox(old)
+            else:
+                moving[old] = successor
+                taken.add(successor)
+        # Two steps, so that rules swapping names do not collide.
+        for old in moving:
+            await self.outboxes.rename(old, f"{old}#moving")
+        for old, new in moving.items():
+            if new in stored and new not in moving:
+                await self._drop_outbox(new)  # a stale box of that name: its events are counted
+            if await self.outboxes.rename(f"{old}#moving", new):
                 log.info("outbox %s is now %s, with what it holds", old, new)
 
     async def _drop_outbox(self, name: str) -> None:
