@@ -150,41 +150,47 @@ class EgressWorker:
                     )
                 await asyncio.sleep(0.1 * 2**failures)
 
-    async def _give_up(self, seq: int, event_id: str | None, reason: str) -> bool:
+    async def _give_up(
+        self, seq: int, event_id: str | None, reason: str, topic: str | None = None
+    ) -> bool:
         """Apply ``on_error.then`` to one event; False if the worker must pause."""
         rule = self.rule
+        about = {"egress": rule.name, "event_id": event_id, "topic": topic, "reason": reason}
         self.failures.pop(seq, None)
         then = rule.on_error.then
         if then == "pause":
             self.paused = f"event {event_id or seq}: {reason}"
             self.metrics.inc("mesh_egress_paused_total", egress=rule.name)
             log.error(
-                "egress %s: paused on event %s: %s",
+                "egress %s: paused on event %s (%s): %s",
                 rule.name,
                 event_id,
+                topic,
                 reason,
-                extra={"egress": rule.index, "reason": reason},
+                extra=about,
             )
             return False
         if then == "discard":
             await self.outbox.ack([seq])
             self.metrics.inc("mesh_discarded_total", egress=rule.name)
             log.warning(
-                "egress %s: event %s discarded: %s",
+                "egress %s: event %s (%s) discarded: %s",
                 rule.name,
                 event_id,
+                topic,
                 reason,
-                extra={"egress": rule.index, "reason": reason},
+                extra=about,
             )
             return True
         await self.outbox.dead_letter(seq, reason)
         self.metrics.inc("mesh_dead_letters_total", reason="egress failed")
         log.error(
-            "egress %s: event %s dead-lettered: %s",
+            "egress %s: event %s (%s) dead-lettered: %s",
             rule.name,
             event_id or f"#{seq}",
+            topic,
             reason,
-            extra={"egress": rule.index, "reason": reason},
+            extra=about,
         )
         return True
 
@@ -203,28 +209,40 @@ class EgressWorker:
         seqs: list[int] = []
         msgs: list[Message] = []
         ids: list[str] = []
+        topics: list[str] = []
         arrived: list[float | None] = []
         sent: list[tuple[Envelope, str]] = []
         for seq, rec in records:
+            eid = topic = None
             try:
                 env = self.outbox.envelope(seq, rec)
+                eid, topic = str(env.event.attrs.get("id")), env.topic
                 msg = rule.encode(env)
             except (TemplateError, EventError, LinkProtocolError) as exc:
                 # Cannot succeed on retry: the policy's final step applies at once.
-                if not await self._give_up(seq, None, getattr(exc, "reason", str(exc))):
+                why = getattr(exc, "reason", str(exc))
+                if not await self._give_up(seq, eid, why, topic):
                     return None
                 continue
             except Exception as exc:
                 # A record no check foresaw (one stored by an older version, say)
                 # would fail the same way after every restart and hold the whole
                 # outbox behind it: it is this event's fault, not the worker's.
-                log.exception("egress %s: cannot encode the event at #%d", rule.name, seq)
-                if not await self._give_up(seq, None, f"cannot encode: {exc!r}"):
+                log.exception(
+                    "egress %s: cannot encode the event at #%d (%s, %s)",
+                    rule.name,
+                    seq,
+                    eid,
+                    topic,
+                    extra={"egress": rule.name, "event_id": eid, "topic": topic},
+                )
+                if not await self._give_up(seq, eid, f"cannot encode: {exc!r}", topic):
                     return None
                 continue
             seqs.append(seq)
             msgs.append(msg)
             ids.append(env.event.id)
+            topics.append(env.topic)
             arrived.append(env.t_in)
             if self.spans is not None:
                 sent.append((env, msg.topic))
@@ -251,24 +269,26 @@ class EgressWorker:
                         )
         delay: float | None = None
         failed = [
-            (seq, eid, res)
-            for seq, eid, res in zip(seqs, ids, results, strict=True)
+            (seq, eid, top, res)
+            for seq, eid, top, res in zip(seqs, ids, topics, results, strict=True)
             if res is not None
         ]
         if failed:
             self.metrics.inc("mesh_egress_failures_total", len(failed), egress=rule.name)
-            _seq, first_id, first = failed[0]
+            _seq, first_id, first_topic, first = failed[0]
             log.warning(
-                "egress %s: %d of %d publishes failed, first %s: %s",
+                "egress %s: %d of %d publishes failed, first %s (%s): %s",
                 rule.name,
                 len(failed),
                 len(msgs),
                 first_id,
+                first_topic,
                 first.reason,
+                extra={"egress": rule.name, "event_id": first_id, "topic": first_topic},
             )
-        for seq, eid, res in failed:
+        for seq, eid, top, res in failed:
             if res.permanent or self._exhausted(seq):
-                if not await self._give_up(seq, eid, res.reason):
+                if not await self._give_up(seq, eid, res.reason, top):
                     return None
             else:
                 wait = res.retry_after if res.retry_after is not None else self.backoff.next()

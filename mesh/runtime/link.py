@@ -511,7 +511,8 @@ class LinkSession:
             self.host.metrics.inc("mesh_link_forged_events_total", peer=peer, reason="origin")
             self._log_drop(
                 "forged",
-                "dropped an event from origin %r, which %s has not announced behind it (topic %s)",
+                "dropped event %s from origin %r, which %s has not announced behind it (topic %s)",
+                env.event.attrs.get("id"),
                 env.origin,
                 peer,
                 env.topic,
@@ -520,8 +521,8 @@ class LinkSession:
         rules = table.import_rules(peer)
         if rules is not None and not rules.allows(tuple(env.topic.split("/")), env.event.attrs):
             self.host.metrics.inc("mesh_link_denied_events_total", peer=peer, direction="import")
-            why = "dropped an event on %s: outside our import (%s)"
-            self._log_drop("import", why, env.topic, rules.describe())
+            why = "dropped event %s on %s: outside our import (%s)"
+            self._log_drop("import", why, env.event.attrs.get("id"), env.topic, rules.describe())
             return False
         return True
 

@@ -121,7 +121,12 @@ class Router:
             self.metrics.inc("mesh_unrouted_events_total", unrouted)
         if dead:
             self.metrics.inc("mesh_dead_letters_total", len(dead), reason="hop limit")
-            log.warning("%d events dead-lettered: hop limit %d reached", len(dead), MAX_HOPS)
+            log.warning(
+                "%d events dead-lettered: hop limit %d reached (first: %s)",
+                len(dead),
+                MAX_HOPS,
+                dead[0].place,
+            )
         if rejected:
             self.metrics.inc("mesh_dead_letters_total", len(rejected), reason="reject-new")
             log.warning(
