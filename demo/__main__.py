@@ -94,6 +94,8 @@ class Demo:
         for site in SITES:
             self.spawn(f"node-{site}", [py, "-m", "mesh.cli", "run", f"config/{site}.yaml"])
         self.wait_for_mesh()
+        for site in SITES:
+            say(f"{site}: live page http://127.0.0.1:{self.ports[site + '_node']}/")
         status = ["--status-dir", str(self.status_dir)]
         warehouse = f"http://127.0.0.1:{self.ports['warehouse_node']}"
         a = self.args
