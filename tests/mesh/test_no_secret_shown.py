@@ -321,11 +321,17 @@ async def test_no_secret_in_any_response_output_or_log(
         proc = _start_node(cfg_file, log_file, env)
         try:
             await drive(s, seen, http, proc, base, env, cfg_file, data, b, c_cfg, d_cfg, hooked)
-        except AssertionError as exc:
+        except* AssertionError as group:
             # What site-a was doing, to tell a slow machine from a bug (its secrets
-            # are this test's own).
-            tail = log_file.read_text(errors="replace")[-4000:]
-            raise AssertionError(f"{exc}\n--- site-a's log, last lines ---\n{tail}") from exc
+            # are this test's own). A failure inside a node's `serve()` arrives
+            # wrapped in an ExceptionGroup, hence except*.
+            tail = log_file.read_text(errors="replace")[-6000:]
+            state = await _site_a_state(http, base, s.ops)
+            first = group.exceptions[0]
+            raise AssertionError(
+                f"{first}\n--- site-a's state ---\n{state}"
+                f"\n--- site-a's log, last lines ---\n{tail}"
+            ) from first
         finally:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -347,6 +353,17 @@ async def test_no_secret_in_any_response_output_or_log(
     assert "Traceback" not in log_text, log_text[-3000:]
     leaks = seen.leaks(s.all())
     assert not leaks, "\n".join(leaks)
+
+
+async def _site_a_state(http: aiohttp.ClientSession, base: str, token: str) -> str:
+    out = []
+    for path in ("/api/status", "/api/egress"):
+        try:
+            async with http.get(base + path, headers={"Authorization": f"Bearer {token}"}) as r:
+                out.append(f"{path}: {await r.text()}")
+        except aiohttp.ClientError as exc:
+            out.append(f"{path}: {exc}")
+    return "\n".join(out)
 
 
 async def drive(
