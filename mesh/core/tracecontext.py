@@ -40,12 +40,10 @@ def valid_traceparent(value: str) -> bool:
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
+    # HTTP headers reach us lower-cased; NATS headers keep their case, and the W3C
+    # spelling is lower case: two lookups, not a scan of every header per message.
     value = headers.get(name)
-    if value is None and headers:
-        for k, v in headers.items():
-            if k.lower() == name:
-                return v
-    return value
+    return headers.get(name.capitalize()) if value is None else value
 
 
 def _property(props: Sequence[tuple[str, str]], name: str) -> str | None:
