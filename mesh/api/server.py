@@ -163,6 +163,11 @@ async def _tail(request: web.Request) -> web.StreamResponse:
     except TooManyClients as exc:
         return problem(503, "Too many tail clients", str(exc), headers={"Retry-After": "5"})
     ws = web.WebSocketResponse(heartbeat=30.0)
+    if not ws.can_prepare(request).ok:
+        # A plain GET learns that the request would be accepted (or why not: the
+        # CLI asks this way when a handshake is refused, to show the detail).
+        feed.close()
+        return problem(426, "Upgrade required", "/api/tail is a WebSocket (Upgrade: websocket)")
     try:
         await ws.prepare(request)
         await _pump(ws, feed)
