@@ -31,7 +31,7 @@ import math
 from collections.abc import Awaitable, Callable
 
 import orjson
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 
 from mesh.api import auth
 from mesh.api.guard import ConnectionGuard
@@ -54,6 +54,7 @@ __all__ = ["build_app"]
 
 API_KEY: web.AppKey[NodeApi] = web.AppKey("api")
 GUARD_KEY: web.AppKey[ConnectionGuard] = web.AppKey("guard")
+TAILS_KEY: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("tails")
 LinkHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -170,10 +171,19 @@ async def _tail(request: web.Request) -> web.StreamResponse:
         return problem(426, "Upgrade required", "/api/tail is a WebSocket (Upgrade: websocket)")
     try:
         await ws.prepare(request)
+        request.app[TAILS_KEY].add(ws)
         await _pump(ws, feed)
     finally:
+        request.app[TAILS_KEY].discard(ws)
         feed.close()
     return ws
+
+
+async def _close_tails(app: web.Application) -> None:
+    """On shutdown, end the tails at once rather than after the server's timeout."""
+    tails = app[TAILS_KEY]
+    for ws in list(tails):
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"node stopping")
 
 
 async def _pump(ws: web.WebSocketResponse, feed: TailFeed) -> None:
@@ -235,6 +245,8 @@ def build_app(
     app = web.Application(client_max_size=max_body, middlewares=[_arrived, _authorize])
     app[API_KEY] = api
     app[GUARD_KEY] = guard
+    app[TAILS_KEY] = set()
+    app.on_shutdown.append(_close_tails)
     app.router.add_get("/mesh", links)
     app.router.add_post("/events/{topic:.+}", http.dispatch)
     app.router.add_get("/healthz", _health)

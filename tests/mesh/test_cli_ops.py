@@ -308,3 +308,18 @@ async def test_a_node_that_refuses_exits_1(tmp_path: Path) -> None:
 
 def _tokens() -> list[dict[str, Any]]:
     return [{"token": READ, "scopes": ["read"]}, {"token": ADMIN, "scopes": ["read", "admin"]}]
+
+
+async def test_a_stopping_node_ends_its_tails_at_once(tmp_path: Path) -> None:
+    async with Node(node_config(tmp_path, "solo")).serve() as node:
+        proc = await start("tail", "#", "--node", url(node))
+        await _tailing(node)
+        loop = asyncio.get_running_loop()
+        stopping = loop.time()
+    try:
+        assert loop.time() - stopping < 1.5  # not the server's shutdown timeout
+        _out, err = await asyncio.wait_for(proc.communicate(), 10)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+    assert proc.returncode == 1 and b"the node closed the tail" in err, err
