@@ -3,11 +3,18 @@
 mesh run FILE             run a node until SIGINT/SIGTERM
 mesh validate FILE...     check configuration files; exit 2 listing every error
 mesh schema               print the JSON Schema of the configuration file
-mesh routes  (-c FILE | --url URL)   the routing table of a running node
-mesh peers   (-c FILE | --url URL)   the peer links of a running node
-mesh reload | dlq | egress ...       change a running node
+mesh status [--check]         a node at a glance; --check: exit 1 while it is not ready
+mesh routes                   the routing table of a running node, one row per route
+mesh peers                    the peer links of a running node
+mesh tail PATTERN [--filter JSON] [--count N]   live events entering the node
+mesh publish TOPIC [--data DATA] [--type T]     send a test CloudEvent into the node
+mesh reload | dlq | egress ...                  change a running node
 
-Commands that call a node's API send ``--token`` (default: the
+Commands that call a node's API find it with ``--node URL`` (alias ``--url``),
+else from ``-c FILE`` (``node.listen``), else at ``http://127.0.0.1:7401``; they
+print tables (``--json``: the node's JSON) and exit 1 when the node cannot be
+reached or refuses, 2 for a usage or configuration error. They send
+``--token`` (default: the
 ``MESH_API_TOKEN`` environment variable) as ``Authorization: Bearer``; a node
 with ``api.tokens`` needs one with ``read`` to show and ``admin`` to change.
 An ``https://`` node is verified against ``--cacert`` (default:
@@ -29,6 +36,7 @@ import ssl
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from typing import Any
@@ -43,6 +51,7 @@ log = logging.getLogger("mesh")
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_INVALID = 2
+DEFAULT_NODE = "http://127.0.0.1:7401"
 
 
 def _configure_logging(level: str) -> None:
@@ -180,8 +189,15 @@ def _token(args: argparse.Namespace) -> str | None:
     return getattr(args, "token", None) or os.environ.get("MESH_API_TOKEN") or None
 
 
-def _request(method: str, url: str, args: argparse.Namespace) -> urllib.request.Request:
-    req = urllib.request.Request(url, method=method, data=b"" if method != "GET" else None)
+def _request(
+    method: str, url: str, args: argparse.Namespace, body: Any = None
+) -> urllib.request.Request:
+    data = json.dumps(body).encode() if body is not None else None
+    if data is None and method != "GET":
+        data = b""
+    req = urllib.request.Request(url, method=method, data=data)
+    if body is not None:
+        req.add_header("Content-Type", "application/json")
     token = _token(args)
     if token:
         req.add_header("Authorization", f"Bearer {token}")
@@ -203,9 +219,10 @@ def _refused(method: str, url: str, exc: urllib.error.HTTPError) -> str:
     return f"{method} {url}: {exc.code} {exc.reason}: {_detail(exc)} ({hint})"
 
 
-def _call(method: str, url: str, args: argparse.Namespace) -> Any:
+def _call(method: str, url: str, args: argparse.Namespace, body: Any = None) -> Any:
+    """The node's JSON answer; SystemExit (exit 1, one line on stderr) if there is none."""
     try:
-        req = _request(method, url, args)
+        req = _request(method, url, args, body)
         with urllib.request.urlopen(req, timeout=30, context=_tls(args)) as resp:
             return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
@@ -229,7 +246,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
             name = what.get("id") or what.get("topic") or "-"
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["time"]))
             rows.append([str(e["id"]), when, e["place"], str(name), e["reason"]])
-        print(_table(rows, ["ID", "TIME", "WHERE", "EVENT", "REASON"]))
+        _table(rows, ["ID", "TIME", "WHERE", "EVENT", "REASON"])
         print(f"{data['total']} dead letter(s)")
         return EXIT_OK
     if args.action == "show":
@@ -274,13 +291,13 @@ def cmd_egress(args: argparse.Namespace) -> int:
         ]
         for e in data["egress"]
     ]
-    print(_table(rows, ["#", "TO", "TOPIC", "TARGET", "MODE", "OUTBOX", "PAUSED"]))
+    _table(rows, ["#", "TO", "TOPIC", "TARGET", "MODE", "OUTBOX", "PAUSED"])
     return EXIT_OK
 
 
 def _admin_url(args: argparse.Namespace) -> str:
-    if args.url:
-        return str(args.url).rstrip("/")
+    if args.node:
+        return str(args.node).rstrip("/")
     if args.config:
         # Only where the node listens: the file's other secrets need not be set here.
         try:
@@ -292,18 +309,30 @@ def _admin_url(args: argparse.Namespace) -> str:
         host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         scheme = "https" if node.tls is not None else "http"
         return f"{scheme}://{host}:{node.port}"
-    raise SystemExit("give --url http(s)://host:port or -c CONFIG_FILE")
+    return DEFAULT_NODE
 
 
 def _get(url: str, args: argparse.Namespace) -> Any:
     return _call("GET", url, args)
 
 
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(lines)
+def _table(rows: list[list[str]], header: list[str], title: str | None = None) -> None:
+    """Print a table (rich, imported here so that ``mesh run`` does not load it)."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(
+        title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False
+    )
+    for h in header:
+        table.add_column(h, overflow="fold")
+    for r in rows:
+        table.add_row(*(Text(str(c)) for c in r))  # Text: no markup in node data
+    # Piped: one line per row, however wide; a terminal wraps cells to fit.
+    console = Console(width=None if sys.stdout.isatty() else 10_000, highlight=False)
+    console.print(table)
 
 
 def cmd_routes(args: argparse.Namespace) -> int:
@@ -313,6 +342,7 @@ def cmd_routes(args: argparse.Namespace) -> int:
         return EXIT_OK
     rows = [
         [
+            r.get("rule") or (f"from {r['next_hop']}" if r.get("next_hop") else "-"),
             r["pattern"],
             json.dumps(r["filter"]) if r["filter"] else "-",
             r["origin"],
@@ -322,7 +352,7 @@ def cmd_routes(args: argparse.Namespace) -> int:
         ]
         for r in data["routes"]
     ]
-    print(_table(rows, ["PATTERN", "FILTER", "ORIGIN", "NEXT HOP", "PATH", "AGE"]))
+    _table(rows, ["RULE", "PATTERN", "FILTER", "ORIGIN", "NEXT HOP", "PATH", "AGE"])
     return EXIT_OK
 
 
@@ -343,8 +373,183 @@ def cmd_peers(args: argparse.Namespace) -> int:
         ]
         for p in data["peers"]
     ]
-    print(_table(rows, ["PEER", "DIRECTION", "STATE", "SENT", "RECEIVED", "OUTBOX", "NOTE"]))
+    _table(rows, ["PEER", "DIRECTION", "STATE", "SENT", "RECEIVED", "OUTBOX", "NOTE"])
     return EXIT_OK
+
+
+def _canary(p: dict[str, Any]) -> str:
+    ok = p.get("canary_ok")
+    return "-" if ok is None else ("ok" if ok else "failing")
+
+
+def _rtt(p: dict[str, Any]) -> str:
+    rtt = p.get("rtt")
+    return "-" if rtt is None else f"{float(rtt) * 1000:.1f}"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    data = _get(_admin_url(args) + "/api/status", args)
+    failing = args.check and not data.get("ready")
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return EXIT_FAILURE if failing else EXIT_OK
+    ready = "ready" if data.get("ready") else "NOT READY"
+    print(
+        f"node {data['node']} (region {data.get('region') or '-'}): {ready}, "
+        f"up {float(data.get('uptime') or 0):.0f}s, {data.get('dead_letters', 0)} dead letter(s)"
+        + (", store FULL" if data.get("store_full") else "")
+    )
+    for r in data.get("reasons") or []:
+        print(f"  not ready: {r['component']}: {r['reason']}")
+    brokers = data.get("brokers") or {}
+    if brokers:
+        _table(
+            [[n, "up" if b["up"] else "down", b.get("reason") or ""] for n, b in brokers.items()],
+            ["BROKER", "STATE", "REASON"],
+        )
+    peers = data.get("peers") or []
+    if peers:
+        rows = [
+            [
+                p["id"],
+                p["direction"],
+                p["state"],
+                _canary(p),
+                _rtt(p),
+                str(p["outbox"]),
+                p.get("refused_reason") or "",
+            ]
+            for p in peers
+        ]
+        _table(rows, ["LINK", "DIRECTION", "STATE", "CANARY", "RTT MS", "OUTBOX", "NOTE"])
+    boxes = data.get("outboxes") or []
+    if boxes:
+        rows = [
+            [b["name"], str(b["depth"]), str(b["bytes"]), str(b["bound"] or "-")] for b in boxes
+        ]
+        _table(rows, ["OUTBOX", "DEPTH", "BYTES", "BOUND"])
+    egress = data.get("egress") or []
+    if egress:
+        rows = [
+            [
+                e.get("name", "-"),
+                e["to"],
+                e["topic"],
+                str(e["delivered"]),
+                str(e["outbox"]),
+                "paused" if e.get("paused") else "",
+            ]
+            for e in egress
+        ]
+        _table(rows, ["EGRESS", "TO", "TOPIC", "DELIVERED", "OUTBOX", "PAUSED"])
+    return EXIT_FAILURE if failing else EXIT_OK
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"topic": args.topic}
+    if args.data is not None:
+        try:
+            body["data"] = json.loads(args.data)
+        except ValueError:
+            body["data"] = args.data  # not JSON: a string
+    for name in ("type", "source", "id"):
+        value = getattr(args, name)
+        if value is not None:
+            body[name] = value
+    data = _call("POST", _admin_url(args) + "/api/publish", args, body)
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(data["id"])
+    return EXIT_OK
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    query = {"pattern": args.pattern}
+    if args.filter is not None:
+        try:
+            json.loads(args.filter)
+        except ValueError as exc:
+            print(f"--filter is not JSON: {exc}", file=sys.stderr)
+            return EXIT_INVALID
+        query["filter"] = args.filter
+    url = f"{_admin_url(args)}/api/tail?{urllib.parse.urlencode(query)}"
+    try:
+        return asyncio.run(_tail(url, args))
+    except KeyboardInterrupt:  # Ctrl-C: the normal way to stop a tail
+        return EXIT_OK
+    except BrokenPipeError:  # mesh tail ... | head
+        sys.stderr.close()
+        return EXIT_OK
+
+
+async def _tail(url: str, args: argparse.Namespace) -> int:
+    """Print events until ``--count``, the node closes, or SIGINT/SIGTERM (exit 0)."""
+    task = asyncio.current_task()
+    assert task is not None
+    stopped = False
+
+    def stop() -> None:
+        nonlocal stopped
+        stopped = True
+        task.cancel()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # Also when started with SIGINT ignored (a background job of a script).
+        loop.add_signal_handler(sig, stop)
+    try:
+        return await _tail_events(url, args)
+    except asyncio.CancelledError:
+        if stopped:
+            return EXIT_OK
+        raise
+
+
+async def _tail_events(url: str, args: argparse.Namespace) -> int:
+    import aiohttp
+
+    headers = {}
+    token = _token(args)
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    ssl_ctx = _tls(args) if url.startswith("https:") else None
+    seen = 0
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.ws_connect(url, headers=headers, ssl=ssl_ctx or True, heartbeat=30.0) as ws,
+        ):
+            async for msg in ws:
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                frame = json.loads(msg.data)
+                if frame.get("type") == "dropped":
+                    print(f"({frame['count']} event(s) dropped: too slow)", file=sys.stderr)
+                    continue
+                print(msg.data if args.json else _tail_line(frame), flush=True)
+                seen += 1
+                if args.count is not None and seen >= args.count:
+                    return EXIT_OK
+    except aiohttp.WSServerHandshakeError as exc:
+        # The handshake's answer carries no body: ask again plainly for the detail.
+        _call("GET", url, args)
+        raise SystemExit(f"GET {url}: {exc.status} {exc.message}") from None
+    except (aiohttp.ClientError, OSError) as exc:
+        raise SystemExit(f"cannot reach {url}: {exc}") from None
+    print(f"the node closed the tail after {seen} event(s)", file=sys.stderr)
+    return EXIT_FAILURE
+
+
+def _tail_line(frame: dict[str, Any]) -> str:
+    a = frame.get("attributes", {})
+    if "data" in frame:
+        data = frame["data"]
+    elif "data_base64" in frame:
+        data = "base64:" + frame["data_base64"]
+    else:
+        data = "-"
+    return f"{frame['topic']}  {frame['origin']}  {a.get('type')}  {a.get('id')}  {data}"
 
 
 def _token_option(p: argparse.ArgumentParser) -> None:
@@ -365,6 +570,19 @@ def _token_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key", metavar="PATH", help="the key of --cert (default: $MESH_API_KEY)")
 
 
+def _api_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", help="the node's configuration file (for node.listen)")
+    p.add_argument(
+        "--node",
+        "--url",
+        dest="node",
+        metavar="URL",
+        help=f"the node's API, e.g. {DEFAULT_NODE} (the default) or https://...",
+    )
+    p.add_argument("--json", action="store_true", help="print the node's JSON")
+    _token_option(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mesh", description="Federated event mesh gateway")
     sub = p.add_subparsers(dest="command", required=True)
@@ -377,19 +595,32 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=cmd_validate)
     s = sub.add_parser("schema", help="print the configuration JSON Schema")
     s.set_defaults(func=cmd_schema)
+    st = sub.add_parser("status", help="a node at a glance: readiness, brokers, links, outboxes")
+    st.add_argument("--check", action="store_true", help="exit 1 while the node is not ready")
+    st.set_defaults(func=cmd_status)
+    _api_options(st)
     for name, fn, text in (
         ("routes", cmd_routes, "show a node's routing table"),
         ("peers", cmd_peers, "show a node's peer links"),
         ("reload", cmd_reload, "make a running node re-read its file"),
     ):
         q = sub.add_parser(name, help=text)
-        q.add_argument("-c", "--config", help="the node's configuration file")
-        q.add_argument(
-            "--url", help="the node's admin URL, e.g. http://127.0.0.1:7401 or https://..."
-        )
-        q.add_argument("--json", action="store_true")
-        _token_option(q)
+        _api_options(q)
         q.set_defaults(func=fn)
+    t = sub.add_parser("tail", help="print the live events entering a node that match")
+    t.add_argument("pattern", help="a mesh-topic pattern, e.g. 'in/#'")
+    t.add_argument("--filter", metavar="JSON", help="a CloudEvents filter, e.g. '{\"exact\": ...}'")
+    t.add_argument("--count", type=int, metavar="N", help="stop after N events")
+    t.set_defaults(func=cmd_tail)
+    _api_options(t)
+    pub = sub.add_parser("publish", help="send a test CloudEvent into a node")
+    pub.add_argument("topic", help="the mesh topic, e.g. in/test")
+    pub.add_argument("--data", help="the event's data: JSON if it parses, else a string")
+    pub.add_argument("--type", help="the event's type (default: dev.mesh.test)")
+    pub.add_argument("--source", help="the event's source (default: /mesh/<node>/cli)")
+    pub.add_argument("--id", help="the event's id (default: a new UUID)")
+    pub.set_defaults(func=cmd_publish)
+    _api_options(pub)
     d = sub.add_parser("dlq", help="the dead-letter queue of a running node")
     d.add_argument("action", choices=["list", "show", "redrive", "purge"])
     d.add_argument("id", nargs="?")
@@ -399,12 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("action", choices=["list", "resume"], nargs="?", default="list")
     e.add_argument("index", nargs="?", type=int)
     for q in (d, e):
-        q.add_argument("-c", "--config", help="the node's configuration file")
-        q.add_argument(
-            "--url", help="the node's admin URL, e.g. http://127.0.0.1:7401 or https://..."
-        )
-        q.add_argument("--json", action="store_true")
-        _token_option(q)
+        _api_options(q)
     d.set_defaults(func=cmd_dlq)
     e.set_defaults(func=cmd_egress)
     return p

@@ -7,7 +7,17 @@ from typing import Any, Protocol
 
 from mesh.api.auth import Grant
 
-__all__ = ["NodeApi"]
+__all__ = ["NodeApi", "TailFeed"]
+
+
+class TailFeed(Protocol):
+    """One ``/api/tail`` client's feed of JSON text frames."""
+
+    async def next_frame(self) -> str: ...
+
+    def close(self) -> None:
+        """Unsubscribe: no more events are kept for it."""
+        ...
 
 
 class NodeApi(Protocol):
@@ -40,6 +50,22 @@ class NodeApi(Protocol):
 
     def resume_egress(self, index: int) -> bool | None:
         """True if it was paused, False if not, None if there is no such rule."""
+        ...
+
+    def tail(self, pattern: str, filter_spec: Any) -> TailFeed:
+        """A live feed of the events entering the node that match.
+
+        Raises TopicError or FilterError for an invalid pattern or filter,
+        TooManyClients when the node has its limit of tail clients.
+        """
+        ...
+
+    async def publish(self, body: Any) -> dict[str, Any]:
+        """Route a test CloudEvent built from ``body`` (topic, data, type, source, id).
+
+        Raises InvalidRequest, InvalidEvent or EventTooLarge for a wrong body,
+        Overloaded when the node cannot take it now.
+        """
         ...
 
     def metrics_text(self) -> str: ...

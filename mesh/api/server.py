@@ -16,6 +16,9 @@ Written against :class:`mesh.api.protocol.NodeApi`, never against the node:
   ``POST /api/dlq/<id>/redrive``, ``DELETE /api/dlq`` — the dead-letter queue;
 - ``GET /api/egress``, ``POST /api/egress/<i>/resume`` — egress workers, and
   resuming one paused by ``on_error.then: pause``;
+- ``GET /api/tail?pattern=P[&filter=JSON]`` — a WebSocket of the live events
+  entering the node that match, one JSON text frame each;
+- ``POST /api/publish`` — route a test CloudEvent (``mesh publish``);
 - ``GET /metrics`` — Prometheus text.
 
 Who may call what (bearer tokens with scopes, else loopback clients only) is
@@ -24,22 +27,35 @@ decided for every request in one place, :mod:`mesh.api.auth`.
 
 from __future__ import annotations
 
+import asyncio
+import math
 from collections.abc import Awaitable, Callable
 
 import orjson
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 
 from mesh.api import auth, page
 from mesh.api.guard import ConnectionGuard
 from mesh.api.ingress import HttpRoutes
-from mesh.api.protocol import NodeApi
+from mesh.api.protocol import NodeApi, TailFeed
 from mesh.api.responses import json_response, problem
-from mesh.core.errors import ConfigErrors, MeshError
+from mesh.core.errors import (
+    ConfigErrors,
+    EventError,
+    FilterError,
+    InvalidEvent,
+    InvalidRequest,
+    MeshError,
+    Overloaded,
+    TooManyClients,
+)
+from mesh.core.topics import TopicError
 
 __all__ = ["build_app"]
 
 API_KEY: web.AppKey[NodeApi] = web.AppKey("api")
 GUARD_KEY: web.AppKey[ConnectionGuard] = web.AppKey("guard")
+TAILS_KEY: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("tails")
 LinkHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -130,6 +146,81 @@ async def _egress_resume(request: web.Request) -> web.Response:
     return json_response({"index": index, "resumed": resumed})
 
 
+async def _tail(request: web.Request) -> web.StreamResponse:
+    pattern = request.query.get("pattern", "")
+    if not pattern:
+        return problem(400, "Bad request", "pattern: a mesh-topic pattern is required (e.g. in/#)")
+    spec = None
+    if "filter" in request.query:
+        try:
+            spec = orjson.loads(request.query["filter"])
+        except orjson.JSONDecodeError as exc:
+            return problem(400, "Bad request", f"filter: not valid JSON: {exc}")
+    try:
+        feed = _api(request).tail(pattern, spec)
+    except TopicError as exc:
+        return problem(400, "Bad request", f"pattern: {exc}")
+    except FilterError as exc:
+        return problem(400, "Bad request", str(exc))
+    except TooManyClients as exc:
+        return problem(503, "Too many tail clients", str(exc), headers={"Retry-After": "5"})
+    ws = web.WebSocketResponse(heartbeat=30.0)
+    if not ws.can_prepare(request).ok:
+        # A plain GET learns that the request would be accepted (or why not: the
+        # CLI asks this way when a handshake is refused, to show the detail).
+        feed.close()
+        return problem(426, "Upgrade required", "/api/tail is a WebSocket (Upgrade: websocket)")
+    try:
+        await ws.prepare(request)
+        request.app[TAILS_KEY].add(ws)
+        await _pump(ws, feed)
+    finally:
+        request.app[TAILS_KEY].discard(ws)
+        feed.close()
+    return ws
+
+
+async def _close_tails(app: web.Application) -> None:
+    """On shutdown, end the tails at once rather than after the server's timeout."""
+    tails = app[TAILS_KEY]
+    for ws in list(tails):
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"node stopping")
+
+
+async def _pump(ws: web.WebSocketResponse, feed: TailFeed) -> None:
+    """Send the feed's frames until the client closes (it sends nothing else)."""
+
+    async def send() -> None:
+        while True:
+            await ws.send_str(await feed.next_frame())
+
+    sender = asyncio.create_task(send(), name="api-tail-send")
+    try:
+        async for _msg in ws:
+            pass
+    finally:
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
+
+
+async def _publish(request: web.Request) -> web.Response:
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        return problem(400, "Bad request", f"body: not valid JSON: {exc}")
+    try:
+        return json_response(await _api(request).publish(body), status=202)
+    except InvalidRequest as exc:
+        return problem(400, "Invalid event", str(exc), field=exc.field)
+    except InvalidEvent as exc:
+        return problem(400, "Invalid event", str(exc), field=exc.attribute)
+    except EventError as exc:
+        return problem(400, "Invalid event", str(exc))
+    except Overloaded as exc:
+        retry = str(max(1, math.ceil(exc.retry_after)))
+        return problem(503, "Overloaded", str(exc), headers={"Retry-After": retry})
+
+
 @web.middleware
 async def _arrived(request: web.Request, handler: Handler) -> web.StreamResponse:
     # A complete request head: the connection is no longer pending (slowloris guard).
@@ -157,6 +248,8 @@ def build_app(
     app[GUARD_KEY] = guard
     page.load()  # a page missing from the package fails the start, not the first visit
     app.router.add_get("/", page.handle)
+    app[TAILS_KEY] = set()
+    app.on_shutdown.append(_close_tails)
     app.router.add_get("/mesh", links)
     app.router.add_post("/events/{topic:.+}", http.dispatch)
     app.router.add_get("/healthz", _health)
@@ -175,4 +268,6 @@ def build_app(
     app.router.add_delete("/api/dlq", _dlq_purge)
     app.router.add_get("/api/egress", _egress)
     app.router.add_post("/api/egress/{index:[0-9]+}/resume", _egress_resume)
+    app.router.add_get("/api/tail", _tail)
+    app.router.add_post("/api/publish", _publish)
     return app

@@ -17,6 +17,8 @@
     │   └── PublishError         the broker refused or did not confirm a publish
     │       └── InvalidTopic     the topic or subject cannot be published to (permanent)
     ├── StoreError               the durable store failed
+    ├── InvalidRequest           an API request body or query is wrong (field, reason)
+    ├── TooManyClients           a bounded API resource (tail clients) is at its limit
     └── Overloaded               not now: try again after ``retry_after`` seconds
         ├── Backpressure         an outbox is full and its policy is ``block``
         └── StoreFull            the disk is full: nothing new can be committed
@@ -42,6 +44,7 @@ __all__ = [
     "EventTooLarge",
     "FilterError",
     "InvalidEvent",
+    "InvalidRequest",
     "InvalidTopic",
     "LinkError",
     "LinkProtocolError",
@@ -52,6 +55,7 @@ __all__ = [
     "StoreError",
     "StoreFull",
     "TemplateError",
+    "TooManyClients",
 ]
 
 
@@ -199,6 +203,24 @@ class InvalidTopic(PublishError):
 
 class StoreError(MeshError):
     """The durable store failed."""
+
+
+class InvalidRequest(MeshError):
+    """A request to the node's API is wrong; ``field`` names what."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+
+class TooManyClients(MeshError):
+    """``what`` already has its ``limit`` of clients."""
+
+    def __init__(self, what: str, limit: int) -> None:
+        self.what = what
+        self.limit = limit
+        super().__init__(f"{what} already has its limit of {limit} clients; try again later")
 
 
 class Overloaded(MeshError):

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import base64
 import time
+import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from mesh.api.auth import Grant, grants
-from mesh.core.envelope import decode_record
-from mesh.core.errors import MeshError
+from mesh.core.envelope import Envelope, decode_record
+from mesh.core.errors import EventTooLarge, InvalidRequest, MeshError
+from mesh.core.event import Event, now_rfc3339
 from mesh.core.secrets import mask_url_credentials
+from mesh.core.topics import Pattern, TopicError
 from mesh.runtime.store import DeadLetter
+from mesh.runtime.tail import TailSubscription
 
 if TYPE_CHECKING:
     from mesh.runtime.node import Node
@@ -59,9 +65,25 @@ class NodeAdmin:
         return out
 
     def routes(self) -> dict[str, Any]:
+        """One row per route: this node's egress rules (with their names), then the
+        routes learned from peers (with the peer each came from)."""
         n = self.node
         now = time.time()
-        rows = [
+        rows: list[dict[str, Any]] = [
+            {
+                "pattern": rule.pattern.text,
+                "filter": rule.filter,
+                "origin": n.node_id,
+                "next_hop": None,
+                "path": [n.node_id],
+                "age": None,
+                "reachable": True,
+                "rule": rule.name,
+                "index": rule.index,
+            }
+            for rule in n.egress
+        ]
+        rows += [
             {
                 "pattern": r.pattern,
                 "filter": r.filter,
@@ -70,8 +92,11 @@ class NodeAdmin:
                 "path": list(r.path),
                 "age": round(now - r.since, 3) if r.since else None,
                 "reachable": r.reachable,
+                "rule": None,
+                "index": None,
             }
             for r in n.table.routes()
+            if r.origin != n.node_id  # this node's own rows are the rules above
         ]
         return {"node": n.node_id, "routes": rows}
 
@@ -102,6 +127,51 @@ class NodeAdmin:
                 w.resume()
                 return was is not None
         return None
+
+    def tail(self, pattern: str, filter_spec: Any) -> TailSubscription:
+        return self.node.router.tail.subscribe(pattern, filter_spec)
+
+    async def publish(self, body: Any) -> dict[str, Any]:
+        """Build a test CloudEvent from ``body`` and route it as this node's own."""
+        n = self.node
+        if not isinstance(body, dict):
+            raise InvalidRequest("body", "must be a JSON object with topic and data")
+        unknown = sorted(set(body) - {"topic", "data", "type", "source", "id"})
+        if unknown:
+            raise InvalidRequest(unknown[0], "unknown member; known: topic, data, type, source, id")
+        topic = body.get("topic")
+        if not isinstance(topic, str) or not topic:
+            raise InvalidRequest("topic", "a mesh topic (levels separated by '/') is required")
+        try:
+            literal = Pattern.compile(topic).is_literal
+        except TopicError as exc:
+            raise InvalidRequest("topic", exc.reason) from None
+        if not literal:
+            raise InvalidRequest("topic", f"{topic!r} is a pattern; give a concrete topic")
+        attrs: dict[str, Any] = {}
+        for name, default in (
+            ("type", "dev.mesh.test"),
+            ("source", f"/mesh/{n.node_id}/cli"),
+            ("id", str(uuid.uuid4())),
+        ):
+            value = body.get(name, default)
+            if not isinstance(value, str) or not value:
+                raise InvalidRequest(name, "must be a non-empty string")
+            attrs[name] = value
+        data: bytes | None = None
+        extra: dict[str, Any] = {"time": now_rfc3339()}
+        if "data" in body:
+            if isinstance(body["data"], str):
+                data = body["data"].encode("utf-8")
+                extra["datacontenttype"] = "text/plain; charset=utf-8"
+            else:
+                data = orjson.dumps(body["data"])
+                extra["datacontenttype"] = "application/json"
+        event = Event.create(attrs["type"], attrs["source"], data, id=attrs["id"], **extra)
+        if event.size() > n.limits.max_event_size:
+            raise EventTooLarge(event.size(), n.limits.max_event_size)
+        routed = await n.router.route([Envelope(event, topic, n.node_id)])
+        return {"id": event.id, "topic": topic, "routed": routed}
 
     def metrics_text(self) -> str:
         return self.node.metrics.prometheus()

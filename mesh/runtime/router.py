@@ -23,6 +23,7 @@ from mesh.core.routing import RoutingTable
 from mesh.runtime.metrics import Metrics
 from mesh.runtime.outbox import Outbox, Outboxes, OutboxPolicy, Unit
 from mesh.runtime.store import DeadLetter
+from mesh.runtime.tail import TailHub
 
 __all__ = ["MAX_HOPS", "Router"]
 
@@ -44,6 +45,7 @@ class Router:
         self.metrics = metrics
         self.egress_boxes: dict[int, Outbox] = {}
         self.peer_policies: dict[str, OutboxPolicy] = {}
+        self.tail = TailHub(metrics)  # live copies for /api/tail clients
 
     async def peer_box(self, peer: str) -> Outbox:
         return await self.outboxes.get(f"peer:{peer}", self.peer_policies.get(peer))
@@ -136,6 +138,8 @@ class Router:
             )
         if duplicates:
             self.metrics.inc("mesh_link_duplicates_total", duplicates, peer=from_peer or "local")
+        if self.tail.subscribers:  # the one check a node nobody tails pays
+            self.tail.offer(envs)
         return routed
 
     async def _apply_bounds(self, units: list[Unit]) -> list[DeadLetter]:

@@ -53,6 +53,8 @@ async def _request(
         ("POST", "/api/dlq/7/redrive", "admin"),
         ("DELETE", "/api/dlq", "admin"),
         ("POST", "/api/egress/0/resume", "admin"),
+        ("GET", "/api/tail", "read"),
+        ("POST", "/api/publish", "admin"),
         ("GET", "/healthz", None),
         ("GET", "/api/health", None),
         ("GET", "/metrics", None),
