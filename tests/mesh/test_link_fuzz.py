@@ -246,7 +246,10 @@ def junk_record(rng: random.Random) -> bytes:
     if r < 0.2:
         header = rng.randbytes(rng.randrange(1, 30))  # not JSON
     elif r < 0.3:
-        header = _dumps(rng.choice([{}, "x", 1, [], _HEADER[:5], [*_HEADER, 0]])).encode()
+        # Six fields, or seven with the ingress time (link protocol 4): not five, not
+        # eight, and not an ingress time that is no time.
+        wrong = [{}, "x", 1, [], _HEADER[:5], [*_HEADER, 0, 0], [*_HEADER, "x"], [*_HEADER, -1]]
+        header = _dumps(rng.choice(wrong)).encode()
     else:
         fields: list[Any] = json.loads(json.dumps(_HEADER))
         i = rng.randrange(len(fields))
