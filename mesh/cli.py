@@ -54,17 +54,6 @@ EXIT_INVALID = 2
 DEFAULT_NODE = "http://127.0.0.1:7401"
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # Third-party libraries stay quiet unless asked.
-    for noisy in ("aiohttp.access", "nats"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.root.level))
-
-
 def _print_errors(exc: ConfigErrors) -> None:
     print(f"{exc.source}: {len(exc.errors)} error(s)", file=sys.stderr)
     for e in exc.errors:
@@ -120,7 +109,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigErrors as exc:
         _print_errors(exc)
         return EXIT_INVALID
-    _configure_logging(args.log_level)
+    from mesh.runtime.logs import configure_logging
+
+    configure_logging(
+        config.logging.format, args.log_level or config.logging.level, node=config.node.id
+    )
     try:
         asyncio.run(_run(config, args.file))
     except MeshError as exc:
@@ -588,7 +581,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run a node")
     r.add_argument("file")
-    r.add_argument("--log-level", default="info")
+    r.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="overrides logging.level of the file (default: info)",
+    )
     r.set_defaults(func=cmd_run)
     v = sub.add_parser("validate", help="check configuration files")
     v.add_argument("files", nargs="+")

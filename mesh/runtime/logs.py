@@ -27,7 +27,8 @@ __all__ = ["JsonFormatter", "RepeatFilter", "configure_logging"]
 REPEAT_WINDOW = 5.0
 _MAX_KEYS = 1024
 # Fields a log call may pass with extra=..., shown in JSON lines.
-FIELDS = ("node", "peer", "broker", "egress", "event_id", "topic", "reason", "count")
+FIELDS = ("node", "task", "peer", "broker", "egress", "event_id", "topic", "reason", "count")
+_TASKS = {"link[": "peer", "bridge[": "broker", "egress[": "egress"}  # supervised task names
 
 
 class RepeatFilter(logging.Filter):
@@ -80,6 +81,11 @@ class JsonFormatter(logging.Formatter):
             value = record.__dict__.get(name)
             if value is not None:
                 out[name] = value
+        task = out.get("task")
+        if isinstance(task, str) and task.endswith("]"):
+            for prefix, field in _TASKS.items():
+                if task.startswith(prefix):
+                    out.setdefault(field, task[len(prefix) : -1])
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(out, default=str).decode()
