@@ -63,7 +63,9 @@ class Router:
         Raises :class:`~mesh.core.errors.Overloaded` while the store cannot commit
         (the disk is full): the canary then goes unanswered.
         """
-        await self.outboxes.store.put(f"canary:{peer}", str(seq).encode())
+        store = self.outboxes.store
+        store.probe_room()  # a full disk is found even before an append fails
+        await store.put(f"canary:{peer}", str(seq).encode())
 
     async def route(self, envs: Sequence[Envelope], from_peer: str | None = None) -> int:
         """Make ``envs`` durable in their outboxes; return how many were routed anywhere.

@@ -330,3 +330,52 @@ async def test_a_traceparent_from_mqtt_at_a_reaches_nats_and_a_webhook_at_c_in_o
             assert s["attributes"]["messaging.operation.type"] == s["name"].split(" ")[0]
     kinds = {s["attributes"]["messaging.system"] for s in spans["site-c"] if "send" in s["name"]}
     assert kinds == {"nats", "http"}
+
+
+async def test_a_peer_whose_disk_is_full_is_shown_degraded_and_healthy_once_there_is_room(
+    tmp_path: Path,
+) -> None:
+    from tests.mesh.test_disk_full import fill, tmpfs
+
+    interval = 0.5
+    with tmpfs(tmp_path / "full", 64) as data:
+        full_cfg = node_config(
+            tmp_path,
+            "full",
+            node={"id": "full", "listen": "127.0.0.1:0", "data_dir": str(data / "db")},
+            accept=[{"id": "watcher", "token": TOKEN}],
+        )
+        async with Node(full_cfg).serve() as full:
+            cfg = node_config(
+                tmp_path,
+                "watcher",
+                node={
+                    "id": "watcher",
+                    "listen": "127.0.0.1:0",
+                    "data_dir": str(tmp_path / "watcher"),
+                    "canary_interval": interval,
+                },
+                peers=[{"id": "full", "url": f"ws://127.0.0.1:{full.port}/mesh", "token": TOKEN}],
+            )
+            async with Node(cfg).serve() as node:
+                await wait_for(
+                    lambda: "full" in node.sessions and node.sessions["full"].rtt is not None,
+                    what="a first canary answered",
+                )
+                session = node.sessions["full"]
+                ballast = await asyncio.to_thread(fill, data)
+                filled = time.monotonic()
+                await wait_for(
+                    lambda: not session.canary_ok(), timeout=3 * interval + 1.5, what="degraded"
+                )
+                assert time.monotonic() - filled <= 3 * interval + 1.5
+                assert node.sessions.get("full") is session  # the socket is fine
+                assert full.store.full  # the peer knows why
+                ballast.unlink()
+
+                def healthy() -> bool:
+                    s = node.sessions.get("full")
+                    return s is not None and s.canary_ok() and s.canary_silence() < interval * 2
+
+                await wait_for(healthy, timeout=15, what="canaries answered again")
+                assert not full.store.full

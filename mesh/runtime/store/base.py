@@ -96,6 +96,10 @@ class Store(Protocol):
         """(records, bytes) in ``box``."""
         ...
 
+    def probe_room(self) -> None:
+        """Raise :class:`~mesh.core.errors.StoreFull` while the store could not grow."""
+        ...
+
     async def box_oldest(self, box: int) -> float | None:
         """When the oldest record in ``box`` was stored (epoch seconds); None if empty."""
         ...

@@ -160,6 +160,22 @@ class SqliteStore:
             time.monotonic() - self.full_since,
         )
 
+    def probe_room(self) -> None:
+        """Raise StoreFull if the disk is full, even if no commit has failed yet.
+
+        Less room than the reserve file holds counts as full: the next appends
+        would fail. Cheap (one statvfs), for the link canary, not per event.
+        """
+        self.check_room()
+        try:
+            st = os.statvfs(self.path.parent)
+            room = st.f_bavail * st.f_frsize
+        except OSError:
+            return
+        if room < RESERVE_BYTES:
+            self._became_full()
+            raise StoreFull(str(self.path))
+
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self._make_reserve)
