@@ -168,3 +168,21 @@ async def test_dead_letters_beyond_their_bounds_are_evicted_oldest_first(store: 
     left = await store.dead_letters()
     assert [e.id for e in left] == [e.id for e in kept][5:], "the oldest go first"
     assert await store.prune_dead_letters(5_500, 600) == (0, 0)
+
+
+async def test_an_outbox_renamed_keeps_its_records_and_a_name_in_use_is_refused(
+    store: Store,
+) -> None:
+    old = await store.box_id("egress:bus:a/#:")
+    other = await store.box_id("egress:bus:1")
+    before = time.time()
+    await store.append([(None, [(old, b"r1")]), (None, [(old, b"r2")])])
+    assert await store.box_names() == ["egress:bus:a/#:", "egress:bus:1"]
+    assert not await store.rename_box("egress:bus:a/#:", "egress:bus:1")  # taken
+    assert not await store.rename_box("nowhere", "egress:bus:9")  # no such box
+    assert await store.rename_box("egress:bus:a/#:", "egress:bus:0")
+    assert await store.box_id("egress:bus:0") == old
+    assert [r for _, r in await store.read(old, 0, 10)] == [b"r1", b"r2"]
+    oldest = await store.box_oldest(old)
+    assert oldest is not None and before - 1 <= oldest <= time.time()
+    assert await store.box_oldest(other) is None
