@@ -10,6 +10,7 @@ protocol 4.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,8 @@ async def test_a_default_name_that_moves_on_reload_keeps_its_queued_events(
         await node.router.route([decode_record(_record(i)) for i in range(3)])
         box = node.outboxes.find("egress:bus:0")
         assert box is not None and box.depth == 3
+        await asyncio.sleep(0.3)
+        assert 0.3 <= box.oldest_age() < 5  # mesh_outbox_oldest_seconds
         # Another rule goes first: ours is now bus:1, with the same subscription.
         other = {"to": "bus", "topic": "z/#", "target": "z"}
         await node.reload(node_config(tmp_path, "solo", brokers=brokers, egress=[other, rule]))
