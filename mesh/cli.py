@@ -5,6 +5,7 @@ mesh validate FILE...     check configuration files; exit 2 listing every error
 mesh schema               print the JSON Schema of the configuration file
 mesh routes  (-c FILE | --url URL)   the routing table of a running node
 mesh peers   (-c FILE | --url URL)   the peer links of a running node
+mesh asyncapi (-c FILE | --url URL) [--yaml]   a running node's AsyncAPI 3.0.0 document
 mesh reload | dlq | egress ...       change a running node
 
 Commands that call a node's API send ``--token`` (default: the
@@ -347,6 +348,27 @@ def cmd_peers(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_asyncapi(args: argparse.Namespace) -> int:
+    """Print the node's AsyncAPI 3.0.0 document: JSON, or YAML with --yaml."""
+    import yaml  # only this command writes YAML
+
+    doc = _get(_admin_url(args) + "/api/asyncapi", args)
+    if args.yaml:
+        print(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), end="")
+    else:
+        print(json.dumps(doc, indent=2))
+    return EXIT_OK
+
+
+def _asyncapi_parser(sub: Any) -> None:
+    a = sub.add_parser("asyncapi", help="print a node's AsyncAPI 3.0.0 document")
+    a.add_argument("-c", "--config", help="the node's configuration file")
+    a.add_argument("--url", help="the node's admin URL, e.g. http://127.0.0.1:7401 or https://...")
+    a.add_argument("--yaml", action="store_true", help="YAML instead of JSON")
+    _token_option(a)
+    a.set_defaults(func=cmd_asyncapi)
+
+
 def _token_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--token",
@@ -407,6 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
         _token_option(q)
     d.set_defaults(func=cmd_dlq)
     e.set_defaults(func=cmd_egress)
+    _asyncapi_parser(sub)
     return p
 
 
