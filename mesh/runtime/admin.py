@@ -96,12 +96,13 @@ class NodeAdmin:
             brokers[name] = doc or BrokerDoc(
                 protocol=cfg.kind, syntax=spec.syntax, host="localhost"
             )
+        # The listen address as configured (0.0.0.0: every interface), with the bound port.
         host = config.node.host
         return build_document(
             config,
             n.table.routes(),
             brokers=brokers,
-            listen=f"{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{n.port}",
+            listen=f"[{host}]:{n.port}" if ":" in host else f"{host}:{n.port}",
             tls=config.node.tls is not None,
             schemas=schemas,
             # seen_types: a catalog of the types the node saw is to feed this.
