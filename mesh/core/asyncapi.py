@@ -135,32 +135,59 @@ class _Doc:
         return key
 
     # messages -----------------------------------------------------------------
-    def message(self, type_: str | None, prefix: bool = False) -> str:
-        """The id of the component message for a type (None: any type), made once."""
-        key = ANY_TYPE if type_ is None else _safe_id(type_) + (".prefix" if prefix else "")
+    def message(self, type_: str | None, prefix: bool = False, mode: str = "binary") -> str:
+        """The id of the component message for a type (None: any type) in a content mode.
+
+        binary: the context attributes are headers, the data the payload;
+        structured: the payload is the whole event (application/cloudevents+json);
+        data: the payload is the data alone, without attributes.
+        """
+        base = ANY_TYPE if type_ is None else _safe_id(type_) + (".prefix" if prefix else "")
+        key = base if mode == "binary" else f"{base}.{mode}"
         if key in self.messages:
             return key
-        headers: dict[str, Any] = {"$ref": f"#/components/schemas/{CONTEXT_SCHEMA}"}
-        msg: dict[str, Any] = {"name": ANY_TYPE if type_ is None else type_}
+        context: dict[str, Any] = {"$ref": f"#/components/schemas/{CONTEXT_SCHEMA}"}
         if type_ is None:
-            msg["title"] = "Any CloudEvent"
-            msg["summary"] = "A CloudEvent of any type"
+            msg: dict[str, Any] = {
+                "name": ANY_TYPE,
+                "title": "Any CloudEvent",
+                "summary": "A CloudEvent of any type",
+            }
         else:
             constraint = {"pattern": "^" + re.escape(type_)} if prefix else {"const": type_}
-            headers = {
+            context = {
                 "allOf": [
-                    headers,
+                    context,
                     {"type": "object", "properties": {"type": {"type": "string", **constraint}}},
                 ]
             }
-            msg["title"] = f"{type_}*" if prefix else type_
-            msg["summary"] = (
-                f"CloudEvents whose type starts with {type_}" if prefix else f"CloudEvent {type_}"
+            msg = {
+                "name": type_,
+                "title": f"{type_}*" if prefix else type_,
+                "summary": f"CloudEvents whose type starts with {type_}"
+                if prefix
+                else f"CloudEvent {type_}",
+            }
+        data = self._payload(type_, prefix)
+        if mode == "structured":
+            msg["title"] += " (structured)"
+            msg["contentType"] = "application/cloudevents+json"
+            msg["payload"] = (
+                context
+                if data is None
+                else {
+                    "allOf": [context, {"type": "object", "properties": {"data": {"$ref": data}}}]
+                }
             )
-        msg["headers"] = headers
-        schema_ref = self._payload(type_, prefix)
-        if schema_ref is not None:
-            msg["payload"] = {"$ref": schema_ref}
+        elif mode == "data":
+            msg["title"] += " (data only)"
+            msg["summary"] += ": its data alone, without the CloudEvents attributes"
+            if data is not None:
+                msg["payload"] = {"$ref": data}
+        else:
+            msg["headers"] = context
+            if data is not None:
+                msg["payload"] = {"$ref": data}
         self.messages[key] = msg
         return key
 
@@ -288,19 +315,36 @@ def _template_address(template: str, pattern: str) -> tuple[str, dict[str, str]]
 def _filter_types(spec: Any) -> list[tuple[str, bool]]:
     """The CloudEvent types a filter admits, as (type, is_prefix); [] when not known."""
     if isinstance(spec, list):
-        return [t for item in spec for t in _filter_types(item)]
+        return _narrow([_filter_types(item) for item in spec])
     if not isinstance(spec, dict) or len(spec) != 1:
         return []
     ((dialect, value),) = spec.items()
     if dialect in ("exact", "prefix") and isinstance(value, dict):
         t = value.get("type")
         return [(t, dialect == "prefix")] if isinstance(t, str) else []
-    if dialect in ("any", "all") and isinstance(value, list):
+    if dialect == "any" and isinstance(value, list):
         found = [_filter_types(v) for v in value]
-        if dialect == "any" and not all(found):  # a branch of any type: any type
+        if not all(found):  # a branch of any type: any type
             return []
-        return [t for ts in found for t in ts]
+        return list(dict.fromkeys(t for ts in found for t in ts))
+    if dialect == "all" and isinstance(value, list):
+        return _narrow([_filter_types(v) for v in value])
     return []
+
+
+def _narrow(groups: list[list[tuple[str, bool]]]) -> list[tuple[str, bool]]:
+    """The types every one of ``groups`` admits (the filters are AND-ed)."""
+    groups = [g for g in groups if g]  # a filter not on the type admits every type
+
+    def admits(group: list[tuple[str, bool]], t: str) -> bool:
+        return any(t.startswith(g) if p else t == g for g, p in group)
+
+    candidates = list(dict.fromkeys(t for g in groups for t in g))
+    exact = [t for t, p in candidates if not p and all(admits(g, t) for g in groups)]
+    if exact:
+        return [(t, False) for t in exact]
+    prefixes = [t for t, p in candidates if p and all(admits(g, t) for g in groups)]
+    return [(max(prefixes, key=len), True)] if prefixes else []
 
 
 def _sql(spec: Any) -> list[str]:
@@ -328,10 +372,10 @@ def _filter_extensions(spec: Any) -> dict[str, Any]:
     return out
 
 
-def _messages(doc: _Doc, types: list[tuple[str, bool]]) -> list[str]:
+def _messages(doc: _Doc, types: list[tuple[str, bool]], mode: str = "binary") -> list[str]:
     if not types:
-        return [doc.message(None)]
-    return list(dict.fromkeys(doc.message(t, p) for t, p in types))
+        return [doc.message(None, mode=mode)]
+    return list(dict.fromkeys(doc.message(t, p, mode) for t, p in types))
 
 
 def build_document(
@@ -437,7 +481,7 @@ def build_document(
                 servers = [webhook_servers[key]]
                 target = parts.path + (f"?{parts.query}" if parts.query else "")
         address, params = _template_address(target, egress.topic)
-        messages = _messages(doc, _filter_types(egress.filter))
+        messages = _messages(doc, _filter_types(egress.filter), egress.mode)
         cid = doc.channel(
             f"{egress.to}.out.{name}",
             address,

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from mesh.config import MeshConfig, load_config, parse_config
-from mesh.core.asyncapi import BrokerDoc, build_document
+from mesh.core.asyncapi import BrokerDoc, _filter_types, build_document
 from mesh.core.routing import RouteInfo
 from mesh.plugins import load_specs
 from mesh.runtime.admin import configured_schemas
@@ -183,10 +183,19 @@ def test_a_node_with_every_feature_has_a_valid_and_complete_document() -> None:
     assert out["x-cesql-filter"] == "subject LIKE 'eu-%'"
     assert out["x-filter"] == config.egress[0].filter
     assert out["x-dlq"]["then"] == "dead-letter"
-    [msg] = out["messages"]
+    [msg] = out["messages"]  # a prefix type, in structured mode: the event is the payload
     prefix = resolve(doc, resolve(doc, msg["$ref"])["$ref"])
-    assert prefix["title"] == "com.example.order.*"
-    assert resolve(doc, prefix["payload"]["$ref"]) == {"type": "object"}
+    assert prefix["title"] == "com.example.order.* (structured)" and "headers" not in prefix
+    assert prefix["contentType"] == "application/cloudevents+json"
+    context, data = prefix["payload"]["allOf"]
+    assert resolve(doc, context["allOf"][0]["$ref"])["required"] == [
+        "specversion",
+        "id",
+        "source",
+        "type",
+    ]
+    assert context["allOf"][1]["properties"]["type"]["pattern"] == r"^com\.example\.order\."
+    assert resolve(doc, data["properties"]["data"]["$ref"]) == {"type": "object"}
     # Webhook egress: the URL's host is a server, its path the address, fields parameters.
     hook = ops["send.web_1"]
     assert hook["bindings"] == {"http": {"method": "POST", "bindingVersion": "0.3.0"}}
@@ -240,3 +249,35 @@ def test_schemas_are_read_inline_or_from_a_file_and_a_missing_file_is_left_out(
         "com.example.order.*": ORDER_SCHEMA,
     }
     assert configured_schemas(rich_config()) == {}  # no schemas: section at all
+
+
+@pytest.mark.parametrize(
+    ("spec", "types"),
+    [
+        ({"exact": {"type": "a.b"}}, [("a.b", False)]),
+        ({"prefix": {"type": "a."}}, [("a.", True)]),
+        (
+            {"any": [{"exact": {"type": "a"}}, {"exact": {"type": "b"}}]},
+            [("a", False), ("b", False)],
+        ),
+        ({"any": [{"exact": {"type": "a"}}, {"sql": "true"}]}, []),  # any type gets through
+        ({"all": [{"prefix": {"type": "a."}}, {"exact": {"type": "a.b"}}]}, [("a.b", False)]),
+        ([{"prefix": {"type": "a."}}, {"prefix": {"type": "a.b."}}], [("a.b.", True)]),
+        ({"all": [{"exact": {"type": "a"}}, {"exact": {"subject": "x"}}]}, [("a", False)]),
+        ({"not": {"exact": {"type": "a"}}}, []),
+        ({"exact": {"source": "/s"}}, []),
+    ],
+)
+def test_the_types_a_filter_admits(spec: Any, types: list[tuple[str, bool]]) -> None:
+    assert _filter_types(spec) == types
+
+
+def test_data_mode_messages_have_no_attributes() -> None:
+    config = rich_config()
+    config.egress[0].mode = "data"
+    doc = document(config, schemas={"com.example.order.*": {"type": "object"}})
+    assert_valid(doc)
+    [msg] = doc["operations"]["send.eu-orders"]["messages"]
+    data = resolve(doc, resolve(doc, msg["$ref"])["$ref"])
+    assert data["title"].endswith("(data only)") and "headers" not in data
+    assert resolve(doc, data["payload"]["$ref"]) == {"type": "object"}
