@@ -9,8 +9,8 @@ What the document holds, from this node's point of view:
 
 - ``servers``: every local broker (protocol and host, never credentials) and
   the node's own listener as the peer endpoint (``ws``/``wss`` at ``/mesh``);
-  a broker served by the listener itself (HTTP ingress) is the listener with
-  ``/events`` as its path; webhook targets are servers of their own;
+  a broker served by the listener itself (HTTP ingress) is the listener, its
+  channels the request paths (``/events/<topic>``); webhook hosts are servers;
 - ``channels``: each ingress topic and each egress target, wildcards and
   template fields as ``{name}`` address parameters; and each mesh-topic
   pattern of a remote interest;
@@ -62,7 +62,7 @@ class BrokerDoc:
     """How the document describes one configured broker; a bridge's spec makes it.
 
     ``host`` None: the broker is served by the node's own listener (HTTP
-    ingress), at ``pathname``. ``webhooks``: egress targets are URLs, whose
+    ingress), its channels at ``pathname``/<topic>. ``webhooks``: egress targets are URLs, whose
     scheme and host become servers. ``bindings`` gives the operation bindings
     object of an ingress or egress rule, only where the official schema
     defines them (e.g. ``{"mqtt": {"qos": 1, "bindingVersion": "0.2.0"}}``).
@@ -415,8 +415,10 @@ def build_document(
         }
         if b.host is None:
             server["protocol"] = "https" if tls else "http"
-            server["pathname"] = b.pathname or "/events"
-            server["description"] = "HTTP ingress on this node: POST <pathname>/<topic>"
+            server["description"] = (
+                f"HTTP ingress on this node: POST {b.pathname or ''}/<topic> "
+                "(the channel addresses are the request paths)"
+            )
         elif b.pathname:
             server["pathname"] = b.pathname
         if b.protocol_version:
@@ -427,6 +429,8 @@ def build_document(
         b = brokers[ingress.from_]
         mesh_pattern = b.syntax.to_mesh(ingress.topic)
         address, params = _pattern_address(mesh_pattern, b.syntax)
+        if b.host is None:  # served by the listener: the request path
+            address = f"{b.pathname or ''}/{address}"
         tmpl = ingress.event
         types: list[tuple[str, bool]] = []
         if tmpl is not None and "{" not in tmpl.type:

@@ -53,7 +53,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "bindings": set(),
     },
     "warehouse": {
-        "addresses": {"retail/{1}", "/hooks/{1}", "/hooks/shipment-dispatched"},
+        "addresses": {"/events/retail/{1}", "/hooks/{1}", "/hooks/shipment-dispatched"},
         "types": {RETAIL + t for t in ("OrderConfirmed", "ShipmentPrepared", "ShipmentDispatched")},
         "bindings": {"http"},
     },

@@ -157,7 +157,7 @@ def test_a_node_with_every_feature_has_a_valid_and_complete_document() -> None:
         "protocolVersion": "3.1.1",
     }
     assert servers["bus"]["host"] == "nats.example:4222" and servers["bus"]["protocol"] == "nats"
-    assert (servers["web"]["host"], servers["web"]["pathname"]) == ("127.0.0.1:7499", "/events")
+    assert (servers["web"]["host"], servers["web"]["protocol"]) == ("127.0.0.1:7499", "http")
     assert servers["mesh"] == {**servers["mesh"], "protocol": "ws", "pathname": "/mesh"}
     [hooks] = [s for s in servers.values() if s["host"] == "hooks.example:8443"]
     assert hooks["protocol"] == "https"
