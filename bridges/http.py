@@ -27,6 +27,7 @@ from pydantic import Field, SecretStr
 
 from mesh.api.responses import json_response, problem
 from mesh.config import BrokerModel, EgressRule
+from mesh.core.asyncapi import BrokerDoc
 from mesh.core.codec import Mode, decode_http, encode_http
 from mesh.core.errors import BrokerUnavailable, InvalidEvent, InvalidTopic, Overloaded, PublishError
 from mesh.core.event import Event
@@ -217,6 +218,22 @@ def _capabilities(cfg: Any) -> Capabilities:
     return _CAPABILITIES
 
 
+def _http_bindings(rule: Any) -> dict[str, Any]:
+    # HTTP operation binding 0.3.0: ingress takes POST /events/<topic>, webhooks are POSTs.
+    return {"http": {"method": "POST", "bindingVersion": "0.3.0"}}
+
+
+def _asyncapi(cfg: HttpBrokerConfig) -> BrokerDoc:
+    # No host of its own: ingress is the node's listener, each webhook's host a server.
+    return BrokerDoc(
+        protocol="http",
+        syntax=MESH_SYNTAX,
+        pathname="/events",
+        webhooks=True,
+        bindings=_http_bindings,
+    )
+
+
 SPEC = BridgeSpec(
     kind="http",
     config=HttpBrokerConfig,
@@ -226,4 +243,5 @@ SPEC = BridgeSpec(
     capabilities=_capabilities,
     check_egress=_check_egress,
     summary="HTTP: ingress at POST /events/<topic>, webhook egress",
+    asyncapi=_asyncapi,
 )

@@ -45,6 +45,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from bridges.tls import tls_reason
 from mesh.config import BrokerModel, ClientTls, EgressRule, IngressRule
+from mesh.core.asyncapi import BrokerDoc, server_host
 from mesh.core.codec import Mode, decode_mqtt, encode_mqtt
 from mesh.core.errors import (
     BridgeError,
@@ -694,6 +695,26 @@ _V311 = Capabilities(
 )
 _BINDINGS = {"5": MqttBinding("5"), "3.1.1": MqttBinding("3.1.1")}
 
+
+def _asyncapi(cfg: MqttBrokerConfig) -> BrokerDoc:
+    def bindings(rule: IngressRule | EgressRule) -> dict[str, Any]:
+        # MQTT operation binding 0.2.0: qos and retain (a subscription has no retain).
+        mqtt_binding: dict[str, Any] = {"qos": rule.qos}
+        if isinstance(rule, EgressRule):
+            mqtt_binding["retain"] = rule.retain
+        mqtt_binding["bindingVersion"] = "0.2.0"
+        return {"mqtt": mqtt_binding}
+
+    secure = cfg.url.startswith("mqtts://")
+    return BrokerDoc(
+        protocol="secure-mqtt" if secure else "mqtt",
+        syntax=MQTT_SYNTAX,
+        host=server_host(cfg.url),
+        protocol_version=cfg.version,
+        bindings=bindings,
+    )
+
+
 SPEC = BridgeSpec(
     kind="mqtt",
     config=MqttBrokerConfig,
@@ -705,4 +726,5 @@ SPEC = BridgeSpec(
     check_egress=_check_egress,
     summary="MQTT 5 and 3.1.1 (paho-mqtt)",
     describe=lambda cfg: f"MQTT {cfg.version}",
+    asyncapi=_asyncapi,
 )

@@ -45,6 +45,7 @@ from pydantic import Field, SecretStr, model_validator
 
 from bridges.tls import tls_reason
 from mesh.config import BrokerModel, ClientTls, EgressRule, IngressRule
+from mesh.core.asyncapi import BrokerDoc, server_host
 from mesh.core.codec import Mode, decode_nats, encode_nats
 from mesh.core.errors import (
     BridgeError,
@@ -596,6 +597,18 @@ def _capabilities(cfg: NatsBrokerConfig) -> Capabilities:
     )
 
 
+def _asyncapi(cfg: NatsBrokerConfig) -> BrokerDoc:
+    def bindings(rule: IngressRule | EgressRule) -> dict[str, Any]:
+        # NATS operation binding 0.1.0 has only the queue (group) of a subscription.
+        if isinstance(rule, IngressRule) and rule.queue_group is not None:
+            return {"nats": {"queue": rule.queue_group, "bindingVersion": "0.1.0"}}
+        return {}
+
+    return BrokerDoc(
+        protocol="nats", syntax=NATS_SYNTAX, host=server_host(cfg.url), bindings=bindings
+    )
+
+
 SPEC = BridgeSpec(
     kind="nats",
     config=NatsBrokerConfig,
@@ -606,4 +619,5 @@ SPEC = BridgeSpec(
     check_ingress=_check_ingress,
     check_egress=_check_egress,
     summary="NATS core and JetStream (nats-py)",
+    asyncapi=_asyncapi,
 )

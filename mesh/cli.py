@@ -8,6 +8,7 @@ mesh routes                   the routing table of a running node, one row per r
 mesh peers                    the peer links of a running node
 mesh tail PATTERN [--filter JSON] [--count N]   live events entering the node
 mesh publish TOPIC [--data DATA] [--type T]     send a test CloudEvent into the node
+mesh asyncapi [--yaml]                          a running node's AsyncAPI 3.0.0 document
 mesh reload | dlq | egress ...                  change a running node
 
 Commands that call a node's API find it with ``--node URL`` (alias ``--url``),
@@ -545,6 +546,25 @@ def _tail_line(frame: dict[str, Any]) -> str:
     return f"{frame['topic']}  {frame['origin']}  {a.get('type')}  {a.get('id')}  {data}"
 
 
+def cmd_asyncapi(args: argparse.Namespace) -> int:
+    """Print the node's AsyncAPI 3.0.0 document: JSON, or YAML with --yaml."""
+    import yaml  # only this command writes YAML
+
+    doc = _get(_admin_url(args) + "/api/asyncapi", args)
+    if args.yaml:
+        print(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), end="")
+    else:
+        print(json.dumps(doc, indent=2))
+    return EXIT_OK
+
+
+def _asyncapi_parser(sub: Any) -> None:
+    a = sub.add_parser("asyncapi", help="print a node's AsyncAPI 3.0.0 document")
+    a.add_argument("--yaml", action="store_true", help="YAML instead of JSON")
+    _api_options(a)
+    a.set_defaults(func=cmd_asyncapi)
+
+
 def _token_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--token",
@@ -630,6 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
         _api_options(q)
     d.set_defaults(func=cmd_dlq)
     e.set_defaults(func=cmd_egress)
+    _asyncapi_parser(sub)
     return p
 
 

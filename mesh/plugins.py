@@ -17,7 +17,9 @@ dispatches on the spec, never on a broker kind's name:
 - ``check_ingress`` / ``check_egress`` — what the library would reject in a
   rule (a queue group with wildcards, a publish topic with wildcards),
   reported by ``mesh validate`` before a node ever starts;
-- ``factory(cfg, ctx)`` — a :class:`Bridge` for one connection attempt.
+- ``factory(cfg, ctx)`` — a :class:`Bridge` for one connection attempt;
+- ``asyncapi(cfg)`` — how the node's AsyncAPI document shows the broker
+  (:class:`mesh.core.asyncapi.BrokerDoc`), optional.
 
 A bridge connects and subscribes, puts what it receives into the node's
 :class:`~mesh.runtime.inbox.Inbox` as :class:`Delivery` objects (acked only once
@@ -36,6 +38,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from mesh.core.asyncapi import BrokerDoc
 from mesh.core.codec import Mode
 from mesh.core.errors import InvalidEvent, MeshError, Overloaded, PublishError
 from mesh.core.event import Event
@@ -237,6 +240,9 @@ class BridgeSpec:
     summary: str = ""
     describe: Callable[[Any], str] | None = None
     """How messages name one configured broker, e.g. ``MQTT 3.1.1``; default: the kind."""
+    asyncapi: Callable[[Any], BrokerDoc] | None = None
+    """How the node's AsyncAPI document shows one configured broker: protocol, host
+    (never credentials) and the operation bindings of its rules; default: the kind."""
 
 
 @functools.cache

@@ -46,6 +46,10 @@ class NodeApi(Protocol):
 
     def peers(self) -> dict[str, Any]: ...
 
+    async def asyncapi(self) -> dict[str, Any]:
+        """The AsyncAPI 3.0.0 document of the node (:mod:`mesh.core.asyncapi`)."""
+        ...
+
     def egress(self) -> dict[str, Any]: ...
 
     def resume_egress(self, index: int) -> bool | None:

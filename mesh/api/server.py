@@ -11,6 +11,8 @@ Written against :class:`mesh.api.protocol.NodeApi`, never against the node:
   linked, the store can commit and no outbox is at its bound; else 503 with
   the reasons; ``GET /api/status`` — the same with the state behind it;
 - ``GET /api/stats``, ``/api/routes``, ``/api/peers`` — JSON;
+- ``GET /api/asyncapi`` — the node's AsyncAPI 3.0.0 document (:mod:`mesh.core.asyncapi`),
+  JSON, or YAML with ``?format=yaml`` or ``Accept: application/yaml``;
 - ``POST /api/reload`` — re-read the configuration file;
 - ``GET /api/dlq``, ``GET /api/dlq/<id>``, ``POST /api/dlq/redrive``,
   ``POST /api/dlq/<id>/redrive``, ``DELETE /api/dlq`` — the dead-letter queue;
@@ -32,6 +34,7 @@ import math
 from collections.abc import Awaitable, Callable
 
 import orjson
+import yaml
 from aiohttp import WSCloseCode, web
 
 from mesh.api import auth, page
@@ -94,6 +97,15 @@ async def _routes(request: web.Request) -> web.Response:
 
 async def _peers(request: web.Request) -> web.Response:
     return json_response(_api(request).peers())
+
+
+async def _asyncapi(request: web.Request) -> web.Response:
+    doc = await _api(request).asyncapi()
+    accept = request.headers.get("Accept", "")
+    if request.query.get("format") == "yaml" or "yaml" in accept:
+        text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+        return web.Response(text=text, content_type="application/yaml", charset="utf-8")
+    return json_response(doc)
 
 
 async def _reload(request: web.Request) -> web.Response:
@@ -259,6 +271,7 @@ def build_app(
     app.router.add_get("/api/stats", _stats)
     app.router.add_get("/api/routes", _routes)
     app.router.add_get("/api/peers", _peers)
+    app.router.add_get("/api/asyncapi", _asyncapi)
     app.router.add_get("/metrics", _metrics)
     app.router.add_post("/api/reload", _reload)
     app.router.add_get("/api/dlq", _dlq_list)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
+import logging
 import time
 import uuid
 from collections.abc import Sequence
@@ -11,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from mesh.api.auth import Grant, grants
+from mesh.core.asyncapi import BrokerDoc, build_document
 from mesh.core.envelope import Envelope, decode_record
 from mesh.core.errors import EventTooLarge, InvalidRequest, MeshError
 from mesh.core.event import Event, now_rfc3339
@@ -20,9 +24,12 @@ from mesh.runtime.store import DeadLetter
 from mesh.runtime.tail import TailSubscription
 
 if TYPE_CHECKING:
+    from mesh.config import MeshConfig
     from mesh.runtime.node import Node
 
-__all__ = ["NodeAdmin"]
+__all__ = ["NodeAdmin", "configured_schemas"]
+
+log = logging.getLogger(__name__)
 
 
 class NodeAdmin:
@@ -102,6 +109,29 @@ class NodeAdmin:
 
     def peers(self) -> dict[str, Any]:
         return {"node": self.node.node_id, "peers": self.node.peers()}
+
+    async def asyncapi(self) -> dict[str, Any]:
+        n = self.node
+        config = n.config
+        schemas = await asyncio.to_thread(configured_schemas, config)
+        brokers: dict[str, BrokerDoc] = {}
+        for name, cfg in config.brokers.items():
+            spec = n.specs[cfg.kind]
+            doc = spec.asyncapi(cfg) if spec.asyncapi is not None else None
+            brokers[name] = doc or BrokerDoc(
+                protocol=cfg.kind, syntax=spec.syntax, host="localhost"
+            )
+        # The listen address as configured (0.0.0.0: every interface), with the bound port.
+        host = config.node.host
+        return build_document(
+            config,
+            n.table.routes(),
+            brokers=brokers,
+            listen=f"[{host}]:{n.port}" if ":" in host else f"{host}:{n.port}",
+            tls=config.node.tls is not None,
+            schemas=schemas,
+            # seen_types: a catalog of the types the node saw is to feed this.
+        )
 
     def egress(self) -> dict[str, Any]:
         return {
@@ -233,4 +263,34 @@ def _dead_letter_json(e: DeadLetter, *, full: bool = False) -> dict[str, Any]:
         out["message"] = dict(e.meta)
         if full:
             out["message"]["payload_base64"] = base64.b64encode(e.record).decode()
+    return out
+
+
+def configured_schemas(config: MeshConfig) -> dict[str, Any]:
+    """CloudEvent type (or prefix ending in ``*``) -> JSON Schema, from ``schemas:``.
+
+    Read defensively: the section may not exist in this configuration model, and
+    an entry names its schema inline (``inline``) or as a JSON file (``schema``).
+    A file that cannot be read is left out of the document (and logged); the
+    configuration's own checks report it.
+    """
+    out: dict[str, Any] = {}
+    for entry in getattr(config, "schemas", None) or []:
+        type_ = getattr(entry, "type", None)
+        if not isinstance(type_, str):
+            continue
+        schema = getattr(entry, "inline", None)
+        if schema is None:
+            where = getattr(entry, "schema", None)
+            if isinstance(where, dict):
+                schema = where
+            elif where is not None:
+                try:
+                    with open(where, encoding="utf-8") as f:
+                        schema = json.load(f)
+                except (OSError, ValueError) as exc:
+                    log.warning("asyncapi: schema of %s not shown: %s", type_, exc)
+                    continue
+        if isinstance(schema, dict | bool):
+            out.setdefault(type_, schema)
     return out

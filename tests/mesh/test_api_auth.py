@@ -172,7 +172,8 @@ async def test_the_api_needs_read_to_show_and_admin_to_change(
     node = Node(load_config(cfg_file, env={}, overrides={}), source=str(cfg_file))
     async with node.serve(), aiohttp.ClientSession() as http:
         base = f"http://127.0.0.1:{node.port}"
-        for path in ("/api/stats", "/api/routes", "/api/peers", "/api/dlq", "/api/egress"):
+        reads = ("/api/stats", "/api/routes", "/api/peers", "/api/dlq", "/api/egress")
+        for path in (*reads, "/api/asyncapi"):
             assert (await seen.call(http, "GET", base + path))[0] == 401, path
             assert (await seen.call(http, "GET", base + path, INGEST))[0] == 403, path
             assert (await seen.call(http, "GET", base + path, OPS))[0] == 200, path

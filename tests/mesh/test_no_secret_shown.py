@@ -500,7 +500,7 @@ async def exercise(
     assert len(entries) >= 4 and any(p.startswith("egress") for p in places), entries
     # -- every API endpoint, read with each token that may -------------------------
     paths = ["/api/stats", "/api/status", "/api/routes", "/api/peers", "/api/dlq", "/api/egress"]
-    paths += ["/api/health"]
+    paths += ["/api/health", "/api/asyncapi", "/api/asyncapi?format=yaml"]
     paths += [f"/api/dlq/{e['id']}" for e in entries]
     for path in paths:
         for token in (s.ops, s.admin):
@@ -519,7 +519,7 @@ async def exercise(
     reads = [
         ["routes"], ["routes", "--json"], ["peers"], ["peers", "--json"],
         ["dlq", "list"], ["dlq", "list", "--json"], ["dlq", "show", first],
-        ["egress"], ["egress", "list", "--json"],
+        ["egress"], ["egress", "list", "--json"], ["asyncapi"], ["asyncapi", "--yaml"],
     ]  # fmt: skip
     changes = [["egress", "resume", "0"], ["dlq", "redrive", first], ["reload"]]
     for args in reads:
