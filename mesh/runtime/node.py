@@ -303,12 +303,9 @@ class Node:
         for name in list(self._ready):
             if name not in config.brokers:
                 del self._ready[name]
-        for name in config.brokers:
-            if name not in self._bridge_tasks:
-                self._ready.setdefault(name, asyncio.Event()).clear()
-                self._bridge_tasks[name] = self._spawn(
-                    f"bridge[{name}]", functools.partial(self._bridge_session, name)
-                )
+        starting = [name for name in config.brokers if name not in self._bridge_tasks]
+        for name in starting:
+            self._ready.setdefault(name, asyncio.Event()).clear()
         # Egress: one outbox per rule, named after it, kept while the rule exists.
         rules = self._egress_rules(config)
         wanted = {_egress_key(r): r for r in rules}
@@ -341,6 +338,12 @@ class Node:
         self.router.egress_boxes = egress_boxes
         self.egress = rules
         self.table.set_local({r.index: (r.pattern.text, r.filter) for r in rules})
+        # Brokers start only now: an event they take in must find this node's own
+        # subscriptions in the table, or it would be accepted and then go unrouted.
+        for name in starting:
+            self._bridge_tasks[name] = self._spawn(
+                f"bridge[{name}]", functools.partial(self._bridge_session, name)
+            )
         # Peers: dial new ones, redial changed ones, forget removed ones.
         peers = {p.id: p for p in config.peers}
         self.outboxes.default = _policy(config.outbox)

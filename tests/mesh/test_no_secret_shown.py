@@ -327,7 +327,9 @@ async def test_no_secret_in_any_response_output_or_log(
             # wrapped in an ExceptionGroup, hence except*.
             tail = log_file.read_text(errors="replace")[-6000:]
             state = await _site_a_state(http, base, s.ops)
-            first = group.exceptions[0]
+            first: BaseException = group.exceptions[0]
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
             raise AssertionError(
                 f"{first}\n--- site-a's state ---\n{state}"
                 f"\n--- site-a's log, last lines ---\n{tail}"
