@@ -36,6 +36,10 @@ class NodeApi(Protocol):
 
     def peers(self) -> dict[str, Any]: ...
 
+    async def catalog(self) -> dict[str, Any]:
+        """The event catalog: every type this node saw or its peers reported."""
+        ...
+
     def egress(self) -> dict[str, Any]: ...
 
     def resume_egress(self, index: int) -> bool | None:

@@ -11,6 +11,7 @@ Written against :class:`mesh.api.protocol.NodeApi`, never against the node:
   linked, the store can commit and no outbox is at its bound; else 503 with
   the reasons; ``GET /api/status`` — the same with the state behind it;
 - ``GET /api/stats``, ``/api/routes``, ``/api/peers`` — JSON;
+- ``GET /api/catalog`` — the event catalog (:mod:`mesh.core.catalog`);
 - ``POST /api/reload`` — re-read the configuration file;
 - ``GET /api/dlq``, ``GET /api/dlq/<id>``, ``POST /api/dlq/redrive``,
   ``POST /api/dlq/<id>/redrive``, ``DELETE /api/dlq`` — the dead-letter queue;
@@ -78,6 +79,10 @@ async def _routes(request: web.Request) -> web.Response:
 
 async def _peers(request: web.Request) -> web.Response:
     return json_response(_api(request).peers())
+
+
+async def _catalog(request: web.Request) -> web.Response:
+    return json_response(await _api(request).catalog())
 
 
 async def _reload(request: web.Request) -> web.Response:
@@ -166,6 +171,7 @@ def build_app(
     app.router.add_get("/api/stats", _stats)
     app.router.add_get("/api/routes", _routes)
     app.router.add_get("/api/peers", _peers)
+    app.router.add_get("/api/catalog", _catalog)
     app.router.add_get("/metrics", _metrics)
     app.router.add_post("/api/reload", _reload)
     app.router.add_get("/api/dlq", _dlq_list)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
+import logging
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mesh.api.auth import Grant, grants
@@ -17,6 +21,8 @@ if TYPE_CHECKING:
     from mesh.runtime.node import Node
 
 __all__ = ["NodeAdmin"]
+
+log = logging.getLogger(__name__)
 
 
 class NodeAdmin:
@@ -77,6 +83,11 @@ class NodeAdmin:
 
     def peers(self) -> dict[str, Any]:
         return {"node": self.node.node_id, "peers": self.node.peers()}
+
+    async def catalog(self) -> dict[str, Any]:
+        n = self.node
+        schemas = await asyncio.to_thread(_schemas, n.config, n.source)
+        return {"node": n.node_id, "events": n.catalog.view(n.table.routes(), schemas)}
 
     def egress(self) -> dict[str, Any]:
         return {
@@ -163,4 +174,30 @@ def _dead_letter_json(e: DeadLetter, *, full: bool = False) -> dict[str, Any]:
         out["message"] = dict(e.meta)
         if full:
             out["message"]["payload_base64"] = base64.b64encode(e.record).decode()
+    return out
+
+
+def _schemas(config: object, source: str | None) -> dict[str, Any]:
+    """The configured schemas by type (or ``prefix*``), as JSON documents when readable.
+
+    ``schemas:`` may not exist in this configuration (it arrives with schema
+    validation): read defensively, and a file that cannot be read is left out.
+    """
+    out: dict[str, Any] = {}
+    base = Path(source).parent if source else Path.cwd()
+    for entry in getattr(config, "schemas", None) or []:
+        type_ = getattr(entry, "type", None)
+        if not isinstance(type_, str):
+            continue
+        doc = getattr(entry, "inline", None)
+        path = getattr(entry, "schema", None)
+        if doc is None and isinstance(path, str | Path):
+            file = Path(path) if Path(path).is_absolute() else base / path
+            try:
+                doc = json.loads(file.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                log.debug("catalog: schema %s for %s not readable: %s", file, type_, exc)
+                continue
+        if isinstance(doc, dict):
+            out[type_] = doc
     return out
