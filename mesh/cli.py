@@ -347,6 +347,40 @@ def cmd_peers(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_catalog(args: argparse.Namespace) -> int:
+    """The event catalog of a node (the mesh as it knows it); ``--export DIR`` for EventCatalog."""
+    from pathlib import Path
+
+    from mesh.core.eventcatalog import eventcatalog_files
+
+    data = _get(_admin_url(args) + "/api/catalog", args)
+    if args.export:
+        root = Path(args.export)
+        files = eventcatalog_files(data)
+        for rel, text in files.items():
+            path = root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        print(f"wrote {len(files)} files for {len(data['events'])} event types to {root}")
+        return EXIT_OK
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return EXIT_OK
+    rows = [
+        [
+            e["type"],
+            ",".join(e["producers"]) or "-",
+            ",".join(e["consumers"]) or "-",
+            f"{e['rate']:g}/s",
+            str(e["count"]),
+            " ".join(e["topics"][:3]),
+        ]
+        for e in data["events"]
+    ]
+    print(_table(rows, ["TYPE", "PRODUCERS", "CONSUMERS", "RATE", "COUNT", "TOPICS"]))
+    return EXIT_OK
+
+
 def _token_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--token",
@@ -407,6 +441,13 @@ def build_parser() -> argparse.ArgumentParser:
         _token_option(q)
     d.set_defaults(func=cmd_dlq)
     e.set_defaults(func=cmd_egress)
+    c = sub.add_parser("catalog", help="the event catalog of a running node")
+    c.add_argument("-c", "--config", help="the node's configuration file")
+    c.add_argument("--url", "--node", dest="url", help="the node's admin URL")
+    c.add_argument("--export", metavar="DIR", help="write it in EventCatalog's layout to DIR")
+    c.add_argument("--json", action="store_true")
+    _token_option(c)
+    c.set_defaults(func=cmd_catalog)
     return p
 
 
