@@ -22,7 +22,9 @@ adds canaries (``{"type": "canary", "seq": n}``, answered with
 ``{"type": "canary-ok", "seq": n}`` once the receiver has taken every batch
 before it and committed the canary to its store) and the ingress time as a
 seventh field of event records (:mod:`mesh.core.envelope`); a version-4 node
-strips that field from the records it sends to an older peer.
+strips that field from the records it sends to an older peer. Version-4
+links also carry ``catalog`` frames (:func:`parse_catalog`, event-catalog
+entries); a node that does not know them ignores them (:class:`Unknown`).
 """
 
 from __future__ import annotations

@@ -25,6 +25,10 @@ event batches are binary (:mod:`mesh.core.envelope`).
    trip is ``mesh_link_rtt_seconds``, and no answer for three intervals marks
    the link degraded (``mesh_link_canary_ok`` 0, ``/readyz``) while its socket
    may still be open: a peer whose disk is full or whose loop is stuck.
+   Also from version 4, each side sends its event catalog every
+   ``CATALOG_EVERY`` seconds when it changed (``{"type": "catalog", "entries":
+   [...]}``, within our export for the peer, :mod:`mesh.core.catalog`); bad
+   entries are refused and counted (``mesh_catalog_refused_total``), never fatal.
 
 4. Per-peer rules and origins. Every event from the peer must be within our
    ``import`` for it (else dropped, acknowledged and counted in
