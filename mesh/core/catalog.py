@@ -78,7 +78,9 @@ _BUCKETS = 6  # buckets: the rate covers the last minute
 _RAW_SEEN = 256  # raw (source, topic, origin) groups remembered per type
 
 _SECRET = re.compile(r"token|secret|passw|pwd|auth|key|credential|cookie|signature|session", re.I)
-_ID_LEVEL = re.compile(r"(?!v\d+$).*\d.*")
+# A level with a digit (not v1-style) is an id; one with '+' or '#' could not be a
+# pattern level, so it collapses too (a peer refuses an entry with a bad pattern).
+_ID_LEVEL = re.compile(r"(?!v\d+$).*\d.*|.*[+#].*")
 _CONTEXT = frozenset(
     {"id", "source", "specversion", "type", "datacontenttype", "dataschema", "subject", "time"}
 )
@@ -129,7 +131,7 @@ def example_of(env: Envelope) -> dict[str, Any]:
     """What the catalog shows of an event: context attributes and truncated, redacted data."""
     attrs: dict[str, Any] = {}
     for name, value in env.event.attrs.items():
-        if not example_attribute(name):
+        if len(name) > 64 or not example_attribute(name):
             continue
         if isinstance(value, str):
             value = mask_url_credentials(value)[:MAX_STR]

@@ -219,3 +219,18 @@ def front_matter(text: str) -> dict[str, Any]:
     data = yaml.safe_load(head)
     assert isinstance(data, dict)
     return data
+
+
+def test_what_a_node_shares_always_passes_the_peer_s_parser() -> None:
+    cat = Catalog("a")
+    long_name = "x" * 70
+    cat.record(
+        [
+            env("t.odd", "a/b+c/#x", source="/" + "s" * 300),
+            env("t.long", "t/" + "l" * 300, **{long_name: "v"}),
+        ]
+    )
+    frame = _parse_from("a", cat.share("b", None))
+    assert {e.type for e in frame.entries} == {"t.odd", "t.long"}
+    odd = next(e for e in frame.entries if e.type == "t.odd")
+    assert odd.topics == ["a/+/+"]
