@@ -120,6 +120,10 @@ async def test_entries_travel_within_export_rules_and_export_writes_eventcatalog
     ) as net:
         hub = net.node("hub")
         await wait_for(lambda: "c" in hub.sessions and "a" in hub.sessions, 10, "links")
+        # c's interest must reach a first, so the public event crosses hub (hub sees it too).
+        await wait_for(
+            lambda: any(r.origin == "c" for r in net.node("a").table.routes()), 10, "routes at a"
+        )
         nc = net.members["a"].nc
         assert nc is not None
         for type_, subject in (("t.public", "in.public.1"), ("t.private", "in.private.1")):
