@@ -8,7 +8,10 @@ Each site gets its own broker on a free port and its own gateway node
 (``mesh run config/<site>.yaml``); the services talk only to their local
 broker. A live summary shows events per site and link and orders completed.
 Ctrl-C stops everything. With ``--duration S`` the demo ends by itself and
-exits 0 only if every order completed and all telemetry arrived.
+exits 0 only if every order completed and all telemetry arrived. With
+``--catalog-out DIR`` it writes each site's ``/api/catalog`` to ``DIR/<site>.json``
+before stopping, once every site's catalog lists every type any site saw
+(catalogs travel between nodes every 10 s).
 """
 
 from __future__ import annotations
@@ -274,6 +277,21 @@ class Demo:
                 first = False
         return "\n".join(lines)
 
+    def save_catalogs(self, out: Path, timeout: float = 25.0) -> None:
+        """Each site's catalog, once every one lists every type some site saw itself."""
+        out.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + timeout
+        while True:
+            cats = {s: self.api(s, "/api/catalog") or {"events": []} for s in SITES}
+            seen = {e["type"] for s in SITES for e in cats[s]["events"] if s in e["reported_by"]}
+            complete = all({e["type"] for e in cats[s]["events"]} >= seen for s in SITES)
+            if complete or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        for site, cat in cats.items():
+            (out / f"{site}.json").write_text(json.dumps(cat, indent=2))
+        say(f"catalogs of {', '.join(SITES)} written to {out} ({len(seen)} event types)")
+
     def done(self) -> bool:
         p = self.progress()
         st = self.status()
@@ -305,6 +323,12 @@ def main() -> int:
     ap.add_argument("--devices", type=int, default=5)
     ap.add_argument("--interval", type=float, default=0.5, help="seconds between readings")
     ap.add_argument("--readings", type=int, default=None, help="readings per device")
+    ap.add_argument(
+        "--catalog-out",
+        type=Path,
+        metavar="DIR",
+        help="before stopping, write each site's event catalog to DIR/<site>.json",
+    )
     args = ap.parse_args()
     if args.duration:
         busy = max(1.0, args.duration * 0.5)  # produce for half the time, then let it drain
@@ -339,6 +363,8 @@ def main() -> int:
                 if stopping:
                     break
                 time.sleep(0.1)
+        if args.catalog_out is not None:
+            demo.save_catalogs(args.catalog_out)
     finally:
         say("stopping: services, nodes, brokers ...")
         demo.stop()

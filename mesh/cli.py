@@ -9,6 +9,7 @@ mesh peers                    the peer links of a running node
 mesh tail PATTERN [--filter JSON] [--count N]   live events entering the node
 mesh publish TOPIC [--data DATA] [--type T]     send a test CloudEvent into the node
 mesh asyncapi [--yaml]                          a running node's AsyncAPI 3.0.0 document
+mesh catalog [--export DIR]                     the event catalog (EventCatalog's layout)
 mesh reload | dlq | egress ...                  change a running node
 
 Commands that call a node's API find it with ``--node URL`` (alias ``--url``),
@@ -565,6 +566,40 @@ def _asyncapi_parser(sub: Any) -> None:
     a.set_defaults(func=cmd_asyncapi)
 
 
+def cmd_catalog(args: argparse.Namespace) -> int:
+    """The event catalog of a node (the mesh as it knows it); ``--export DIR`` for EventCatalog."""
+    from pathlib import Path
+
+    from mesh.core.eventcatalog import eventcatalog_files
+
+    data = _get(_admin_url(args) + "/api/catalog", args)
+    if args.export:
+        root = Path(args.export)
+        files = eventcatalog_files(data)
+        for rel, text in files.items():
+            path = root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        print(f"wrote {len(files)} files for {len(data['events'])} event types to {root}")
+        return EXIT_OK
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return EXIT_OK
+    rows = [
+        [
+            e["type"],
+            ",".join(e["producers"]) or "-",
+            ",".join(e["consumers"]) or "-",
+            f"{e['rate']:g}/s",
+            str(e["count"]),
+            " ".join(e["topics"][:3]),
+        ]
+        for e in data["events"]
+    ]
+    _table(rows, ["TYPE", "PRODUCERS", "CONSUMERS", "RATE", "COUNT", "TOPICS"])
+    return EXIT_OK
+
+
 def _token_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--token",
@@ -651,6 +686,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_dlq)
     e.set_defaults(func=cmd_egress)
     _asyncapi_parser(sub)
+    c = sub.add_parser("catalog", help="the event catalog of a running node")
+    c.add_argument("--export", metavar="DIR", help="write it in EventCatalog's layout to DIR")
+    _api_options(c)
+    c.set_defaults(func=cmd_catalog)
     return p
 
 

@@ -50,6 +50,10 @@ class NodeApi(Protocol):
         """The AsyncAPI 3.0.0 document of the node (:mod:`mesh.core.asyncapi`)."""
         ...
 
+    async def catalog(self) -> dict[str, Any]:
+        """The event catalog: every type this node saw or its peers reported."""
+        ...
+
     def egress(self) -> dict[str, Any]: ...
 
     def resume_egress(self, index: int) -> bool | None:

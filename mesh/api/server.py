@@ -13,6 +13,7 @@ Written against :class:`mesh.api.protocol.NodeApi`, never against the node:
 - ``GET /api/stats``, ``/api/routes``, ``/api/peers`` — JSON;
 - ``GET /api/asyncapi`` — the node's AsyncAPI 3.0.0 document (:mod:`mesh.core.asyncapi`),
   JSON, or YAML with ``?format=yaml`` or ``Accept: application/yaml``;
+- ``GET /api/catalog`` — the event catalog (:mod:`mesh.core.catalog`);
 - ``POST /api/reload`` — re-read the configuration file;
 - ``GET /api/dlq``, ``GET /api/dlq/<id>``, ``POST /api/dlq/redrive``,
   ``POST /api/dlq/<id>/redrive``, ``DELETE /api/dlq`` — the dead-letter queue;
@@ -106,6 +107,10 @@ async def _asyncapi(request: web.Request) -> web.Response:
         text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
         return web.Response(text=text, content_type="application/yaml", charset="utf-8")
     return json_response(doc)
+
+
+async def _catalog(request: web.Request) -> web.Response:
+    return json_response(await _api(request).catalog())
 
 
 async def _reload(request: web.Request) -> web.Response:
@@ -272,6 +277,7 @@ def build_app(
     app.router.add_get("/api/routes", _routes)
     app.router.add_get("/api/peers", _peers)
     app.router.add_get("/api/asyncapi", _asyncapi)
+    app.router.add_get("/api/catalog", _catalog)
     app.router.add_get("/metrics", _metrics)
     app.router.add_post("/api/reload", _reload)
     app.router.add_get("/api/dlq", _dlq_list)

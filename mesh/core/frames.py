@@ -22,11 +22,14 @@ adds canaries (``{"type": "canary", "seq": n}``, answered with
 ``{"type": "canary-ok", "seq": n}`` once the receiver has taken every batch
 before it and committed the canary to its store) and the ingress time as a
 seventh field of event records (:mod:`mesh.core.envelope`); a version-4 node
-strips that field from the records it sends to an older peer.
+strips that field from the records it sends to an older peer. Version-4
+links also carry ``catalog`` frames (:func:`parse_catalog`, event-catalog
+entries); a node that does not know them ignores them (:class:`Unknown`).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,7 +37,10 @@ from typing import Any
 
 import orjson
 
+from mesh.core import catalog as _catalog
+from mesh.core.catalog import Reported
 from mesh.core.errors import FilterError, LinkProtocolError
+from mesh.core.event import ATTRIBUTE_NAME
 from mesh.core.filters import compile_filter
 from mesh.core.routing import Interest, SubKey, subscription_key
 from mesh.core.topics import Pattern, TopicError
@@ -47,6 +53,7 @@ __all__ = [
     "Ack",
     "Canary",
     "CanaryOk",
+    "CatalogEntries",
     "Control",
     "Credit",
     "Hello",
@@ -57,6 +64,7 @@ __all__ = [
     "Welcome",
     "dump",
     "negotiate",
+    "parse_catalog",
     "parse_control",
     "parse_hello",
     "parse_interest",
@@ -246,12 +254,24 @@ class CanaryOk:
     seq: int
 
 
+@dataclass(slots=True)
+class CatalogEntries:
+    """A peer's catalog entries (``{"type": "catalog", "entries": [...]}``), as parsed.
+
+    Sent on version-4 links; an older node ignores the frame (:class:`Unknown`).
+    Entries that break a rule are in ``refused`` as (code, detail), never stored.
+    """
+
+    entries: list[Reported] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)
+
+
 @dataclass(frozen=True, slots=True)
 class Unknown:
     type: str
 
 
-Control = Ack | Credit | Interests | Notice | Canary | CanaryOk | Unknown
+Control = Ack | Credit | Interests | Notice | Canary | CanaryOk | CatalogEntries | Unknown
 
 
 def parse_control(text: str | bytes, peer: str) -> Control:
@@ -271,6 +291,8 @@ def parse_control(text: str | bytes, peer: str) -> Control:
         return Canary(_int(obj, "seq", peer, high=1 << 62))
     if kind == "canary-ok":
         return CanaryOk(_int(obj, "seq", peer, high=1 << 62))
+    if kind == "catalog":
+        return parse_catalog(obj, peer)
     if kind == "notice":
         refused = obj.get("refused")
         items = [r for r in refused if isinstance(r, dict)] if isinstance(refused, list) else []
@@ -399,3 +421,143 @@ def parse_interest(item: Any, peer: str) -> Interest | InterestRefused:
         )
     up = item.get("up", True)
     return Interest(origin, pattern, spec, tuple(path), up if type(up) is bool else True)
+
+
+# -- catalog frames -------------------------------------------------------------------
+
+_MAX_COUNT = 1 << 62
+_MAX_TIME = 1e11  # epoch seconds: far in the future, but finite
+
+
+class _Bad(Exception):
+    def __init__(self, code: str, detail: str) -> None:
+        self.code = code
+        self.detail = detail
+
+
+def parse_catalog(obj: Mapping[str, Any], peer: str) -> CatalogEntries:
+    """The entries of a catalog frame from ``peer``; a malformed one is refused, not fatal.
+
+    Every field is checked and bounded (:mod:`mesh.core.catalog`'s limits): at
+    most ``MAX_ENTRIES`` entries, strings of at most ``MAX_STR`` characters,
+    lists of at most ``MAX_LIST`` items, paths of node ids from the reporting
+    node to ``peer``, each once. Example attributes named like a secret are
+    dropped here too: what a peer reports is shown by this node.
+    """
+    out = CatalogEntries()
+    entries = obj.get("entries")
+    if not isinstance(entries, list):
+        out.refused.append(("malformed", "catalog frame: entries must be a list"))
+        return out
+    if len(entries) > _catalog.MAX_ENTRIES:
+        out.refused.append(
+            ("limit", f"{len(entries)} catalog entries (at most {_catalog.MAX_ENTRIES})")
+        )
+        entries = entries[: _catalog.MAX_ENTRIES]
+    for item in entries:
+        try:
+            out.entries.append(_reported(item, peer))
+        except _Bad as bad:
+            out.refused.append((bad.code, bad.detail))
+    return out
+
+
+def _reported(item: Any, peer: str) -> Reported:
+    if not isinstance(item, dict):
+        raise _Bad("malformed", f"a catalog entry must be an object, not {_kind(item)}")
+    type_ = item.get("type")
+    if not isinstance(type_, str) or not 0 < len(type_) <= _catalog.MAX_STR:
+        raise _Bad("malformed", f"catalog entry type must be 1 to {_catalog.MAX_STR} characters")
+    topics = _strings(item, "topics", type_)
+    for t in topics:
+        try:
+            Pattern.compile(t)
+        except TopicError as exc:
+            raise _Bad("malformed", f"catalog entry {type_[:64]!r}: topic {exc.reason}") from None
+    producers = _strings(item, "producers", type_)
+    if not all(NODE_ID.fullmatch(p) for p in producers):
+        raise _Bad("malformed", f"catalog entry {type_[:64]!r}: producers must be node ids")
+    path = item.get("path")
+    if (
+        not isinstance(path, list)
+        or not 1 <= len(path) <= _catalog.MAX_LIST
+        or not all(isinstance(p, str) and NODE_ID.fullmatch(p) for p in path)
+        or path[-1] != peer
+        or len(set(path)) != len(path)
+    ):
+        raise _Bad(
+            "path",
+            f"catalog entry {type_[:64]!r}: path must list 1 to {_catalog.MAX_LIST} node ids "
+            f"from the reporting node to {peer}, each once",
+        )
+    count = item.get("count")
+    if type(count) is not int or not 0 <= count <= _MAX_COUNT:
+        raise _Bad("malformed", f"catalog entry {type_[:64]!r}: count must be a natural number")
+    return Reported(
+        type_,
+        _strings(item, "sources", type_),
+        topics,
+        producers,
+        count,
+        _number(item, "rate", type_),
+        _number(item, "first_seen", type_),
+        _number(item, "last_seen", type_),
+        _example(item.get("example"), type_),
+        tuple(path),
+    )
+
+
+def _strings(item: Mapping[str, Any], key: str, type_: str) -> list[str]:
+    value = item.get(key)
+    if (
+        not isinstance(value, list)
+        or len(value) > _catalog.MAX_LIST
+        or not all(isinstance(v, str) and 0 < len(v) <= _catalog.MAX_STR for v in value)
+    ):
+        raise _Bad(
+            "malformed",
+            f"catalog entry {type_[:64]!r}: {key} must be a list of at most "
+            f"{_catalog.MAX_LIST} strings of 1 to {_catalog.MAX_STR} characters",
+        )
+    return list(dict.fromkeys(value))
+
+
+def _number(item: Mapping[str, Any], key: str, type_: str) -> float:
+    value: Any = item.get(key)
+    if type(value) not in (int, float) or not math.isfinite(value) or not 0 <= value <= _MAX_TIME:
+        raise _Bad("malformed", f"catalog entry {type_[:64]!r}: {key} must be a number >= 0")
+    return float(value)
+
+
+def _example(value: Any, type_: str) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    bad = _Bad("malformed", f"catalog entry {type_[:64]!r}: malformed example")
+    if not isinstance(value, dict) or not set(value) <= {"attributes", "data", "truncated"}:
+        raise bad
+    attrs = value.get("attributes", {})
+    if not isinstance(attrs, dict) or len(attrs) > 2 * _catalog.MAX_LIST:
+        raise bad
+    kept: dict[str, Any] = {}
+    for name, v in attrs.items():
+        if not isinstance(name, str) or len(name) > 64 or not ATTRIBUTE_NAME.fullmatch(name):
+            raise bad
+        if isinstance(v, str):
+            if len(v) > _catalog.MAX_STR:
+                raise bad
+        elif type(v) not in (int, bool):
+            raise bad
+        if not _catalog.example_attribute(name):
+            continue  # named like a secret: never shown, whoever sent it
+        kept[name] = v
+    out: dict[str, Any] = {"attributes": kept}
+    if "data" in value:
+        data = value["data"]
+        if not isinstance(data, str) or len(data) > _catalog.EXAMPLE_DATA:
+            raise bad
+        out["data"] = data
+    if "truncated" in value:
+        if type(value["truncated"]) is not bool:
+            raise bad
+        out["truncated"] = value["truncated"]
+    return out

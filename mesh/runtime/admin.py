@@ -31,6 +31,8 @@ __all__ = ["NodeAdmin", "configured_schemas"]
 
 log = logging.getLogger(__name__)
 
+log = logging.getLogger(__name__)
+
 
 class NodeAdmin:
     """Answers the admin API from a node's state."""
@@ -132,6 +134,11 @@ class NodeAdmin:
             schemas=schemas,
             # seen_types: a catalog of the types the node saw is to feed this.
         )
+
+    async def catalog(self) -> dict[str, Any]:
+        n = self.node
+        schemas = await asyncio.to_thread(configured_schemas, n.config)
+        return {"node": n.node_id, "events": n.catalog.view(n.table.routes(), schemas)}
 
     def egress(self) -> dict[str, Any]:
         return {

@@ -25,6 +25,10 @@ event batches are binary (:mod:`mesh.core.envelope`).
    trip is ``mesh_link_rtt_seconds``, and no answer for three intervals marks
    the link degraded (``mesh_link_canary_ok`` 0, ``/readyz``) while its socket
    may still be open: a peer whose disk is full or whose loop is stuck.
+   Also from version 4, each side sends its event catalog every
+   ``CATALOG_EVERY`` seconds when it changed (``{"type": "catalog", "entries":
+   [...]}``, within our export for the peer, :mod:`mesh.core.catalog`); bad
+   entries are refused and counted (``mesh_catalog_refused_total``), never fatal.
 
 4. Per-peer rules and origins. Every event from the peer must be within our
    ``import`` for it (else dropped, acknowledged and counted in
@@ -57,6 +61,7 @@ from aiohttp._websocket.reader import WebSocketReader
 
 from mesh.config import AcceptPeer, Limits, Peer
 from mesh.core import frames
+from mesh.core.catalog import Catalog
 from mesh.core.certs import identity_mismatch
 from mesh.core.envelope import (
     Envelope,
@@ -97,6 +102,7 @@ CLOSE_PROTOCOL = 4002
 _BATCH_HEADER = 13  # tag, seq, count (see mesh.core.envelope)
 LOG_EVERY = 5.0  # seconds between log lines of one kind of drop on one link
 _MAX_CANARIES_WAITING = 4  # canaries a peer may have queued behind its batches
+CATALOG_EVERY = 10.0  # seconds between catalog frames (each only when it changed)
 
 
 class LinkHost(Protocol):
@@ -116,6 +122,7 @@ class LinkHost(Protocol):
     pending_hellos: int
     canary_interval: float
     spans: Spans | None
+    catalog: Catalog
 
     def routes_changed(self) -> None: ...
 
@@ -212,7 +219,11 @@ class LinkSession:
                     "sender": self._sender(),
                     "advertiser": self._advertiser(),
                     "beacon": self._beacon(),
-                    **({"canary": self._canaries()} if self.version >= 4 else {}),
+                    **(
+                        {"canary": self._canaries(), "catalog": self._catalog()}
+                        if self.version >= 4
+                        else {}
+                    ),
                 },
                 f"link[{peer}]",
             )
@@ -229,6 +240,7 @@ class LinkSession:
             box.rewind()
             if host.sessions.get(peer) is self:
                 del host.sessions[peer]
+                host.catalog.forget(peer)
                 host.table.link_state(peer, False)
                 host.routes_changed()
             with contextlib.suppress(aiohttp.ClientError, OSError, RuntimeError):
@@ -325,6 +337,8 @@ class LinkSession:
                 self._batches.put_nowait(frame.seq)
         elif isinstance(frame, frames.CanaryOk):
             self._on_canary_ok(frame.seq)
+        elif isinstance(frame, frames.CatalogEntries):
+            self._on_catalog(frame)
         elif isinstance(frame, frames.Notice):
             log.warning(
                 "link %s: the peer refused %d of our interests, first: %s",
@@ -365,6 +379,27 @@ class LinkSession:
                 notice = [r.to_json() for r in refused[:100]]
                 await self.ws.send_str(frames.dump({"type": "notice", "refused": notice}))
         host.routes_changed()
+
+    def _on_catalog(self, frame: frames.CatalogEntries) -> None:
+        """Take the peer's catalog entries; refused ones are counted, never fatal."""
+        self.host.catalog.learn(self.peer, frame.entries)
+        if frame.refused:
+            for code, _detail in frame.refused:
+                self.host.metrics.inc("mesh_catalog_refused_total", peer=self.peer, reason=code)
+            first = frame.refused[0][1]
+            self._log_drop(
+                "catalog", "refused %d catalog entries, first: %s", len(frame.refused), first
+            )
+
+    async def _catalog(self) -> None:
+        """Every CATALOG_EVERY seconds, our catalog within our export for the peer, if changed."""
+        sent: list[dict[str, Any]] | None = None
+        while True:
+            entries = self.host.catalog.share(self.peer, self.host.table.export_rules(self.peer))
+            if entries != sent:
+                await self.ws.send_str(frames.dump({"type": "catalog", "entries": entries}))
+                sent = entries
+            await asyncio.sleep(CATALOG_EVERY)
 
     def _grant(self, n: int) -> None:
         self.credit += n

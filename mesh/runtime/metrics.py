@@ -56,6 +56,10 @@ HELP = {
     "neither the peer nor a node it announced behind it, by peer and reason",
     "mesh_link_closed_by_reload_total": "Accepted links closed by a reload because their "
     "id or token is no longer accepted, by peer",
+    "mesh_catalog_types_dropped_total": "Events not recorded in the event catalog because it "
+    "holds its most types already (a thousand)",
+    "mesh_catalog_refused_total": "Catalog entries from a peer not taken, by peer and reason "
+    "(malformed, path, limit)",
     "mesh_interests_refused_total": "Interests from a peer not installed, by peer and reason "
     "(malformed, pattern, filter, path, export, limit)",
     # egress

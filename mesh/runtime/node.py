@@ -41,6 +41,7 @@ from mesh.api.guard import ConnectionGuard, ServerLog
 from mesh.api.ingress import HttpRoutes
 from mesh.api.server import build_app
 from mesh.config import AcceptPeer, MeshConfig, NodeTls, OutboxSettings, Peer, load_config
+from mesh.core.catalog import Catalog
 from mesh.core.certs import untrusted
 from mesh.core.egress import EgressRule
 from mesh.core.errors import ConfigError, ConfigErrors, MeshError, Overloaded
@@ -105,6 +106,8 @@ class Node:
         self.store = open_store(config.node.data_dir, sync=config.storage.sync)
         self.outboxes = Outboxes(self.store, _policy(config.outbox))
         self.router = Router(self.node_id, self.table, self.outboxes, self.metrics)
+        self.catalog = Catalog(self.node_id)  # event types seen here and reported by peers
+        self.router.catalog = self.catalog
         self.specs: Mapping[str, BridgeSpec] = specs if specs is not None else load_specs()
         self.ingress = Ingress([], self.router, self.metrics)
         self.spans: Spans | None = None  # OpenTelemetry, when tracing: is configured

@@ -17,6 +17,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
+from mesh.core.catalog import Catalog
 from mesh.core.envelope import Envelope, encode_record
 from mesh.core.errors import Backpressure, Overloaded
 from mesh.core.routing import RoutingTable
@@ -46,6 +47,7 @@ class Router:
         self.egress_boxes: dict[int, Outbox] = {}
         self.peer_policies: dict[str, OutboxPolicy] = {}
         self.tail = TailHub(metrics)  # live copies for /api/tail clients
+        self.catalog: Catalog | None = None  # records what passes, once per batch
 
     async def peer_box(self, peer: str) -> Outbox:
         return await self.outboxes.get(f"peer:{peer}", self.peer_policies.get(peer))
@@ -142,6 +144,9 @@ class Router:
             self.metrics.inc("mesh_link_duplicates_total", duplicates, peer=from_peer or "local")
         if self.tail.subscribers:  # the one check a node nobody tails pays
             self.tail.offer(envs)
+        # After the commit: a batch retried after Overloaded is counted once.
+        if self.catalog is not None and (dropped := self.catalog.record(envs)):
+            self.metrics.inc("mesh_catalog_types_dropped_total", dropped)
         return routed
 
     async def _apply_bounds(self, units: list[Unit]) -> list[DeadLetter]:
