@@ -13,7 +13,9 @@ the reason of the first failure, naming the failing path::
     data.items[2].qty: -1 is less than the minimum of 1 (schema schemas/order.json)
 
 Relative schema paths are taken from the node's working directory, like
-every other path in the configuration (``node.data_dir``, ``tls``).
+every other path in the configuration (``node.data_dir``, ``tls``). A
+``$ref`` to another document is followed to files only (relative to the
+schema's file); the node fetches nothing from a network.
 Validation is jsonschema-rs, compiled here once per schema; the lookup by
 type is cached, so an event whose type has no schema costs a dict lookup.
 """
@@ -26,6 +28,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 import jsonschema_rs
 import orjson
@@ -101,14 +105,27 @@ class CompiledSchema:
             name = key
         if not isinstance(document, dict | bool):
             raise ConfigError(key, "a JSON Schema must be an object (or true/false)")
+        base = Path(entry.schema_ or "inline.json").absolute().as_uri()
         try:
-            validator = jsonschema_rs.validator_for(document)
+            validator = jsonschema_rs.validator_for(document, base_uri=base, retriever=_retrieve)
         except (ValueError, jsonschema_rs.ReferencingError) as exc:
             first = str(exc).split("\n", 1)[0]
             raise ConfigError(key, f"not a valid JSON Schema: {first}") from None
         if isinstance(document, dict) and isinstance(document.get("$id"), str):
             names.add(document["$id"])
         return cls(index, entry.type, entry.at, name, frozenset(names), validator)
+
+
+def _retrieve(uri: str) -> Any:
+    """A ``$ref`` to another document: files only; the node fetches nothing from a network."""
+    if not uri.startswith("file:"):
+        raise ValueError(f"only file references are followed, not {uri}")
+    path = url2pathname(urlsplit(uri).path)
+    with open(path, "rb") as f:
+        raw = f.read(MAX_SCHEMA_BYTES + 1)
+    if len(raw) > MAX_SCHEMA_BYTES:
+        raise ValueError(f"{path} is larger than {MAX_SCHEMA_BYTES >> 20} MiB")
+    return orjson.loads(raw)
 
 
 def _read_schema(key: str, path: str) -> Any:

@@ -176,3 +176,15 @@ def test_compile_raises_the_entry_error() -> None:
     with pytest.raises(ConfigError) as exc:
         Schemas.compile([SchemaEntry.model_validate({"type": "t", "inline": {"minimum": "x"}})])
     assert exc.value.path == "schemas[0].inline"
+
+
+def test_refs_follow_files_but_never_the_network(tmp_path: Path) -> None:
+    (tmp_path / "qty.json").write_text('{"type": "integer", "minimum": 1}')
+    main = tmp_path / "order.json"
+    main.write_text('{"properties": {"qty": {"$ref": "qty.json"}}}')
+    s = schemas({"type": "t", "schema": str(main)})
+    ev = Event.create("t", "/s", b'{"qty": 0}', datacontenttype="application/json")
+    assert (s.check(ev, "ingress") or "").startswith("data.qty: 0 is less than the minimum of 1")
+    remote = {"type": "t", "inline": {"$ref": "https://example.com/order.json"}}
+    with pytest.raises(ConfigError, match="only file references are followed"):
+        schemas(remote)
