@@ -38,8 +38,10 @@ from mesh.config.models import (
     OutboxSettings,
     Peer,
     RetryPolicy,
+    SchemaEntry,
     Storage,
     Tracing,
+    TransformSettings,
 )
 
 __all__ = [
@@ -62,8 +64,10 @@ __all__ = [
     "OutboxSettings",
     "Peer",
     "RetryPolicy",
+    "SchemaEntry",
     "Storage",
     "Tracing",
+    "TransformSettings",
     "config_model",
     "json_schema",
     "load_config",

@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from mesh.config.models import ClientTls, EgressRule, IngressRule, NodeTls
+from mesh.config.models import ClientTls, EgressRule, IngressRule, NodeTls, SchemaEntry
 from mesh.core.errors import ConfigError, FilterError, MeshError, TemplateError
 from mesh.core.filters import compile_filter
+from mesh.core.schemas import CompiledSchema
 from mesh.core.templates import Template
 from mesh.core.topics import Pattern, TopicError
+from mesh.core.transform import Transform
 
 if TYPE_CHECKING:
     from mesh.plugins import BridgeSpec, Capabilities
@@ -104,6 +106,17 @@ def semantic_errors(data: dict[str, Any], specs: Mapping[str, BridgeSpec]) -> li
                     )
                 )
             names.setdefault(name, i)
+
+    schemas = data.get("schemas")
+    entries = [tolerant(SchemaEntry, raw) for raw in (schemas if isinstance(schemas, list) else [])]
+    # Each file is read and compiled, as the node will: an unreadable file or an invalid
+    # schema is found here, naming schemas[i].schema (or .inline).
+    for i, entry in enumerate(entries):
+        if entry is not None:
+            try:
+                CompiledSchema.compile(i, entry)
+            except ConfigError as exc:
+                errors.append(exc)
 
     seen: dict[str, int] = {}
     peers = data.get("peers")
@@ -313,6 +326,11 @@ def _check_egress(
                 )
             )
     _check_template(errors, f"{path}.target", rule.target, pattern.wildcards, attributes=True)
+    if rule.transform is not None:
+        try:
+            Transform(rule.rule_name(0), rule.transform, max_capture=pattern.wildcards)
+        except ConfigError as exc:
+            errors.append(ConfigError(f"{path}.{exc.path}", exc.message))
     caps = broker.capabilities
     if caps is None or broker.spec is None:
         return

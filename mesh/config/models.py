@@ -12,11 +12,14 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from mesh.core.errors import FilterError
+from mesh.core.event import ATTRIBUTE_NAME
 from mesh.core.rules import TopicRule
 from mesh.core.topics import TopicError
 
 # Re-exported, with the loader, by mesh.config (its __all__ is the public list).
 
+# What a transform may not set: the spec version, and the media type of its own data.
+_FIXED_ATTRIBUTES = frozenset({"specversion", "datacontenttype"})
 NODE_ID = r"^[a-z0-9][a-z0-9-]{0,62}$"  # as the link protocol checks it (mesh.core.frames)
 
 
@@ -264,6 +267,38 @@ class OutboxSettings(_Model):
     )
 
 
+class TransformSettings(_Model):
+    """New data (JSONata) and attributes (templates) for events of an egress rule."""
+
+    jsonata: str | None = Field(
+        None,
+        min_length=1,
+        description="JSONata expression over the event as one JSON object (attributes at the "
+        "top level, data under data); its result is the new data, as application/json",
+    )
+    attributes: dict[str, str] = Field(
+        default_factory=dict,
+        description="Attributes to set, as templates (like target: {1}, {topic}, {type}, "
+        "{data.x} of the event as it arrived)",
+    )
+
+    @field_validator("attributes")
+    @classmethod
+    def _names(cls, v: dict[str, str]) -> dict[str, str]:
+        for name in v:
+            if not ATTRIBUTE_NAME.fullmatch(name) or name == "data":
+                raise ValueError(f"{name!r} is not a CloudEvents attribute name (only a-z and 0-9)")
+            if name in _FIXED_ATTRIBUTES:
+                raise ValueError(f"{name!r} cannot be set by a transform")
+        return v
+
+    @model_validator(mode="after")
+    def _something(self) -> TransformSettings:
+        if self.jsonata is None and not self.attributes:
+            raise ValueError("a transform needs jsonata, attributes or both")
+        return self
+
+
 class EgressRule(_Model):
     name: str | None = Field(
         None,
@@ -282,10 +317,52 @@ class EgressRule(_Model):
     retain: bool = False
     on_error: OnError = Field(default_factory=OnError)
     outbox: OutboxSettings | None = Field(None, description="Default: the node's outbox")
+    transform: TransformSettings | None = Field(
+        None,
+        description="New data and attributes from the event, before it is encoded; "
+        "an event it fails on is dead-lettered with the error",
+    )
 
     def rule_name(self, index: int) -> str:
         """The name of this rule at ``index`` in egress: its own, else ``<to>:<index>``."""
         return self.name or f"{self.to}:{index}"
+
+
+class SchemaEntry(_Model):
+    """A JSON Schema the node enforces on the data of events of a CloudEvent type."""
+
+    type: str = Field(
+        min_length=1,
+        description="CloudEvent type, exactly, or a prefix ending in '*' (com.example.order.*)",
+    )
+    schema_: str | None = Field(
+        None,
+        alias="schema",
+        min_length=1,
+        description="A JSON Schema file (draft 2020-12 or 07); a relative path is taken from "
+        "the node's working directory, like data_dir. An event whose dataschema is this "
+        "path (as written, absolute, or its file: URI) or the schema's $id is checked too",
+    )
+    inline: dict[str, Any] | None = Field(None, description="The JSON Schema itself")
+    at: Literal["ingress", "egress"] = Field(
+        "ingress",
+        description="ingress: an invalid event is refused where it enters (HTTP 400, else "
+        "dead-lettered); egress: checked as it leaves (after any transform), an invalid one "
+        "is dead-lettered from that egress",
+    )
+
+    @field_validator("type")
+    @classmethod
+    def _pattern(cls, v: str) -> str:
+        if "*" in v[:-1]:
+            raise ValueError(f"{v!r}: '*' may only end a type prefix")
+        return v
+
+    @model_validator(mode="after")
+    def _one(self) -> SchemaEntry:
+        if (self.schema_ is None) == (self.inline is None):
+            raise ValueError("give exactly one of schema (a file) and inline")
+        return self
 
 
 class Limits(_Model):
@@ -447,6 +524,10 @@ class MeshConfig(_Model):
     )
     ingress: list[IngressRule] = Field(default_factory=list)
     egress: list[EgressRule] = Field(default_factory=list)
+    schemas: list[SchemaEntry] = Field(
+        default_factory=list,
+        description="JSON Schemas checked on events' data, by CloudEvent type",
+    )
     limits: Limits = Field(default_factory=Limits)
     outbox: OutboxSettings = Field(
         default_factory=OutboxSettings, description="Default bounds of every outbox"

@@ -5,7 +5,9 @@
     │   └── ConfigErrors         several ConfigError found at once
     ├── EventError               an event or message is not acceptable
     │   ├── InvalidEvent         breaks a CloudEvents rule (reason, attribute)
-    │   └── EventTooLarge        bigger than the configured limit
+    │   ├── EventTooLarge        bigger than the configured limit
+    │   ├── SchemaViolation      its data fails a configured JSON Schema (path: message)
+    │   └── TransformError       an egress transform failed on it (the expression's error)
     ├── TemplateError            a template cannot be compiled or rendered
     ├── FilterError              a subscription filter is invalid
     │   └── CesqlError           a CESQL expression does not parse (position)
@@ -52,10 +54,12 @@ __all__ = [
     "MeshError",
     "Overloaded",
     "PublishError",
+    "SchemaViolation",
     "StoreError",
     "StoreFull",
     "TemplateError",
     "TooManyClients",
+    "TransformError",
 ]
 
 
@@ -117,6 +121,18 @@ class EventTooLarge(EventError):
         self.size = size
         self.limit = limit
         super().__init__(f"event of {size} bytes exceeds the limit of {limit} bytes")
+
+
+class SchemaViolation(EventError):
+    """The event's data fails a JSON Schema of ``schemas:``; ``reason`` names the path."""
+
+
+class TransformError(EventError):
+    """An egress rule's transform failed on an event; retrying cannot help."""
+
+    def __init__(self, rule: str, reason: str) -> None:
+        self.rule = rule
+        super().__init__(f"transform of egress {rule} failed: {reason}")
 
 
 class TemplateError(MeshError):

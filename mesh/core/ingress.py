@@ -40,11 +40,16 @@ class Rejected:
     index: int | None = None  # position in a batch
     too_large: bool = False
     no_rule: bool = False  # no ingress rule matches its topic
+    schema: bool = False  # its data fails a JSON Schema of schemas: (mesh.core.schemas)
 
     @property
     def code(self) -> str:
-        """A short label for metrics: too_large, no_rule or invalid."""
-        return "too_large" if self.too_large else "no_rule" if self.no_rule else "invalid"
+        """A short label for metrics: too_large, no_rule, schema or invalid."""
+        if self.too_large:
+            return "too_large"
+        if self.no_rule:
+            return "no_rule"
+        return "schema" if self.schema else "invalid"
 
 
 class Decoder(Protocol):

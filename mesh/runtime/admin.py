@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import json
 import logging
 import time
 import uuid
@@ -24,10 +22,9 @@ from mesh.runtime.store import DeadLetter
 from mesh.runtime.tail import TailSubscription
 
 if TYPE_CHECKING:
-    from mesh.config import MeshConfig
     from mesh.runtime.node import Node
 
-__all__ = ["NodeAdmin", "configured_schemas"]
+__all__ = ["NodeAdmin"]
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +112,7 @@ class NodeAdmin:
     async def asyncapi(self) -> dict[str, Any]:
         n = self.node
         config = n.config
-        schemas = await asyncio.to_thread(configured_schemas, config)
+        schemas = n.schemas.documents()
         brokers: dict[str, BrokerDoc] = {}
         for name, cfg in config.brokers.items():
             spec = n.specs[cfg.kind]
@@ -137,7 +134,7 @@ class NodeAdmin:
 
     async def catalog(self) -> dict[str, Any]:
         n = self.node
-        schemas = await asyncio.to_thread(configured_schemas, n.config)
+        schemas = n.schemas.documents()
         return {"node": n.node_id, "events": n.catalog.view(n.table.routes(), schemas)}
 
     def egress(self) -> dict[str, Any]:
@@ -270,34 +267,4 @@ def _dead_letter_json(e: DeadLetter, *, full: bool = False) -> dict[str, Any]:
         out["message"] = dict(e.meta)
         if full:
             out["message"]["payload_base64"] = base64.b64encode(e.record).decode()
-    return out
-
-
-def configured_schemas(config: MeshConfig) -> dict[str, Any]:
-    """CloudEvent type (or prefix ending in ``*``) -> JSON Schema, from ``schemas:``.
-
-    Read defensively: the section may not exist in this configuration model, and
-    an entry names its schema inline (``inline``) or as a JSON file (``schema``).
-    A file that cannot be read is left out of the document (and logged); the
-    configuration's own checks report it.
-    """
-    out: dict[str, Any] = {}
-    for entry in getattr(config, "schemas", None) or []:
-        type_ = getattr(entry, "type", None)
-        if not isinstance(type_, str):
-            continue
-        schema = getattr(entry, "inline", None)
-        if schema is None:
-            where = getattr(entry, "schema", None)
-            if isinstance(where, dict):
-                schema = where
-            elif where is not None:
-                try:
-                    with open(where, encoding="utf-8") as f:
-                        schema = json.load(f)
-                except (OSError, ValueError) as exc:
-                    log.warning("asyncapi: schema of %s not shown: %s", type_, exc)
-                    continue
-        if isinstance(schema, dict | bool):
-            out.setdefault(type_, schema)
     return out

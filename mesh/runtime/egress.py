@@ -18,6 +18,7 @@ from mesh.core.errors import (
     TemplateError,
 )
 from mesh.core.message import Message
+from mesh.core.schemas import NO_SCHEMAS, Schemas
 from mesh.plugins import Bridge
 from mesh.runtime.backoff import Backoff
 from mesh.runtime.lifecycle import Drain
@@ -55,7 +56,9 @@ class EgressWorker:
         batch: int = 256,
         spans: Spans | None = None,
         system: str = "",
+        schemas: Schemas = NO_SCHEMAS,
     ) -> None:
+        self.schemas = schemas  # checked at: egress; the node replaces it on reload
         self.spans = spans
         self.system = system  # the broker's kind, for spans
         self.rule = rule
@@ -217,7 +220,7 @@ class EgressWorker:
             try:
                 env = self.outbox.envelope(seq, rec)
                 eid, topic = str(env.event.attrs.get("id")), env.topic
-                msg = rule.encode(env)
+                msg = rule.encode(env, self.schemas)
             except (TemplateError, EventError, LinkProtocolError) as exc:
                 # Cannot succeed on retry: the policy's final step applies at once.
                 why = getattr(exc, "reason", str(exc))

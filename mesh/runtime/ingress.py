@@ -23,6 +23,7 @@ from mesh.core.envelope import Envelope
 from mesh.core.errors import Overloaded
 from mesh.core.ingress import IngressRule, Rejected
 from mesh.core.message import Message
+from mesh.core.schemas import NO_SCHEMAS, Schemas
 from mesh.plugins import Delivery, Outcome
 from mesh.runtime.metrics import Metrics
 from mesh.runtime.router import Router
@@ -58,7 +59,9 @@ class Ingress:
         *,
         spans: Spans | None = None,
         kinds: Mapping[str, str] | None = None,
+        schemas: Schemas = NO_SCHEMAS,
     ) -> None:
+        self.schemas = schemas  # enforced on what enters here (at: ingress)
         self.spans = spans
         self.kinds = kinds or {}  # broker name -> its kind (mqtt, nats, http), for spans
         self.router = router
@@ -80,7 +83,14 @@ class Ingress:
             why = f"no ingress rule of broker {broker!r} matches topic {msg.topic!r}"
             return [Rejected(why, no_rule=True)]
         rule, caps = found
-        return rule.build(msg, caps)
+        built = rule.build(msg, caps)
+        if "ingress" in self.schemas.points:
+            for i, r in enumerate(built):
+                if isinstance(r, Envelope):
+                    reason = self.schemas.check(r.event, "ingress")
+                    if reason is not None:
+                        built[i] = Rejected(reason, i, schema=True)
+        return built
 
     def reject(self, broker: str, msg: Message, why: Rejected) -> DeadLetter:
         """Count and log a rejected message; return its dead-letter entry."""

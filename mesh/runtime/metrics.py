@@ -30,7 +30,8 @@ HELP = {
     "mesh_ingress_events_total": "Events accepted from local brokers, by broker",
     "mesh_ingress_rejected_total": "Messages rejected at ingress, by broker and reason "
     "(invalid: not a valid event; too_large: over limits.max_event_size; no_rule: no "
-    "ingress rule matches its topic)",
+    "ingress rule matches its topic; schema: its data fails a JSON Schema of schemas:, or is "
+    "not JSON where a schema applies)",
     "mesh_ingress_dropped_total": "Messages a broker client dropped before the node saw them, "
     "by broker and reason (slow consumer: the NATS client's pending buffer overflowed)",
     "mesh_unrouted_events_total": "Events that matched no subscription and were not forwarded",

@@ -51,6 +51,7 @@ from mesh.core.ingress import IngressRule
 from mesh.core.message import Subscribe
 from mesh.core.routing import Interest, RoutingTable
 from mesh.core.rules import EVERYTHING, TopicRules
+from mesh.core.schemas import NO_SCHEMAS, Schemas
 from mesh.plugins import Bridge, BridgeContext, BridgeSpec, Delivery, load_specs
 from mesh.runtime.admin import NodeAdmin
 from mesh.runtime.backoff import Backoff
@@ -110,6 +111,7 @@ class Node:
         self.router.catalog = self.catalog
         self.specs: Mapping[str, BridgeSpec] = specs if specs is not None else load_specs()
         self.ingress = Ingress([], self.router, self.metrics)
+        self.schemas = NO_SCHEMAS  # compiled from config.schemas by _apply
         self.spans: Spans | None = None  # OpenTelemetry, when tracing: is configured
         self.http = HttpRoutes(
             order=list(config.brokers),
@@ -280,6 +282,13 @@ class Node:
 
     async def _apply(self, config: MeshConfig) -> None:
         """Bring tasks, outboxes and the routing table in line with ``config``."""
+        # Schema files are read and compiled first (off the loop): one that no longer
+        # loads fails the reload before anything changed.
+        try:
+            schemas = await asyncio.to_thread(Schemas.compile, config.schemas)
+        except ConfigError as exc:
+            raise ConfigErrors("reload", [exc]) from None
+        self.schemas = schemas
         old = self.config
         self.config = config
         self.limits = config.limits
@@ -291,6 +300,7 @@ class Node:
             self.metrics,
             spans=self.spans,
             kinds={n: b.kind for n, b in config.brokers.items()},
+            schemas=schemas,
         )
         self.http.order = list(config.brokers)
         self.http.body_timeout = config.limits.http_body_timeout
@@ -327,6 +337,7 @@ class Node:
             egress_boxes[rule.index] = box
             if key in self._egress_tasks:
                 self._egress_tasks[key][0].rule.index = rule.index
+                self._egress_tasks[key][0].schemas = schemas
                 continue
             worker = EgressWorker(
                 rule,
@@ -336,6 +347,7 @@ class Node:
                 drain=self._drain,
                 spans=self.spans,
                 system=config.brokers[rule.broker].kind,
+                schemas=schemas,
             )
             self._egress_tasks[key] = (worker, self._spawn(rule.name, worker.run))
         self.router.egress_boxes = egress_boxes

@@ -9,16 +9,16 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from mesh.config import MeshConfig, load_config, parse_config
+from mesh.config.models import SchemaEntry
 from mesh.core.asyncapi import BrokerDoc, _filter_types, build_document
 from mesh.core.routing import RouteInfo
+from mesh.core.schemas import Schemas
 from mesh.plugins import load_specs
-from mesh.runtime.admin import configured_schemas
 from tests.asyncapi_check import assert_valid, resolve, schema_errors
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -231,24 +231,21 @@ def test_a_node_with_every_feature_has_a_valid_and_complete_document() -> None:
     assert len(channels) == len(ops) == 6
 
 
-def test_schemas_are_read_inline_or_from_a_file_and_a_missing_file_is_left_out(
+def test_the_documents_of_the_configured_schemas_are_what_the_document_shows(
     tmp_path: Path,
 ) -> None:
-    # The schemas: section comes from another branch; only its documented keys are read.
     path = tmp_path / "order.json"
     path.write_text(json.dumps(ORDER_SCHEMA), encoding="utf-8")
-    config = SimpleNamespace(
-        schemas=[
-            SimpleNamespace(type="com.example.a", inline={"type": "string"}, schema=None),
-            SimpleNamespace(type="com.example.order.*", schema=str(path)),
-            SimpleNamespace(type="com.example.gone", schema=str(tmp_path / "nowhere.json")),
-        ]
-    )
-    assert configured_schemas(config) == {  # type: ignore[arg-type]
-        "com.example.a": {"type": "string"},
+    entries = [
+        SchemaEntry.model_validate({"type": "com.example.a", "inline": {"type": "string"}}),
+        SchemaEntry.model_validate({"type": "com.example.order.*", "schema": str(path)}),
+        SchemaEntry.model_validate({"type": "com.example.a", "inline": {"type": "number"}}),
+    ]
+    assert Schemas.compile(entries).documents() == {
+        "com.example.a": {"type": "string"},  # the first entry of a type wins
         "com.example.order.*": ORDER_SCHEMA,
     }
-    assert configured_schemas(rich_config()) == {}  # no schemas: section at all
+    assert Schemas.compile([]).documents() == {}
 
 
 @pytest.mark.parametrize(

@@ -257,6 +257,7 @@ def test_the_schema_keeps_its_shape() -> None:
         "accept",
         "ingress",
         "egress",
+        "schemas",
         "limits",
         "outbox",
         "storage",
