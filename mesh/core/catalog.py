@@ -332,6 +332,10 @@ class Catalog:
 
     # -- sharing ------------------------------------------------------------------------
 
+    def types(self) -> list[str]:
+        """The CloudEvent types this node routed itself (not those peers reported)."""
+        return sorted(self._own)
+
     def own(self) -> list[dict[str, Any]]:
         now = time.time()
         return [e.to_json(now) for e in self._own.values()]

@@ -129,7 +129,7 @@ class NodeAdmin:
             listen=f"[{host}]:{n.port}" if ":" in host else f"{host}:{n.port}",
             tls=config.node.tls is not None,
             schemas=schemas,
-            # seen_types: a catalog of the types the node saw is to feed this.
+            seen_types=n.catalog.types(),  # beside the types its rules name
         )
 
     async def catalog(self) -> dict[str, Any]:
