@@ -250,11 +250,16 @@ async def test_a_traceparent_from_mqtt_at_a_reaches_nats_and_a_webhook_at_c_in_o
     c_cfg = node_config(
         tmp_path,
         "site-c",
-        brokers={"bus": {"kind": "nats", "url": nats_server.url}, "web": {"kind": "http"}},
+        brokers={
+            "bus": {"kind": "nats", "url": nats_server.url},
+            "web": {"kind": "http"},
+            "site": {"kind": "mqtt", "url": mosquitto.url, "protocol": 5},
+        },
         accept=[{"id": "site-b", "token": TOKEN}],
         egress=[
             {"to": "bus", "topic": f"{tag}/#", "target": f"{tag}.seen.{{id}}"},
             {"to": "web", "topic": f"{tag}/#", "target": f"http://127.0.0.1:{hook_port}/hook"},
+            {"to": "site", "topic": f"{tag}/#", "target": f"out/{tag}", "mode": "structured"},
         ],
         tracing=tracing("site-c"),
     )
@@ -287,6 +292,8 @@ async def test_a_traceparent_from_mqtt_at_a_reaches_nats_and_a_webhook_at_c_in_o
                         lambda: any(r.origin == "site-c" for r in a.table.routes()),
                         what="site-a to learn site-c's interest",
                     )
+                    consumer = MqttClient(mosquitto.url)
+                    consumer.subscribe(f"out/{tag}")
                     device = MqttClient(mosquitto.url)
                     try:
                         info = device.publish(
@@ -297,7 +304,12 @@ async def test_a_traceparent_from_mqtt_at_a_reaches_nats_and_a_webhook_at_c_in_o
                         await asyncio.to_thread(info.wait_for_publish, 10)
                     finally:
                         device.close()
-                    await wait_for(lambda: seen and hooked, timeout=20, what="both deliveries")
+                    await wait_for(
+                        lambda: seen and hooked and consumer.messages,
+                        timeout=20,
+                        what="the three deliveries",
+                    )
+                    consumer.close()
     finally:
         await runner.cleanup()
 
@@ -310,6 +322,12 @@ async def test_a_traceparent_from_mqtt_at_a_reaches_nats_and_a_webhook_at_c_in_o
     assert headers["traceparent"] == traceparent
     assert headers["ce-traceparent"] == traceparent
 
+    # MQTT 5, structured mode: the W3C context as a user property beside the event.
+    [out] = consumer.messages
+    props = dict(out.properties.UserProperty)  # type: ignore[union-attr]
+    assert props["traceparent"] == traceparent
+    assert orjson.loads(out.payload)["traceparent"] == traceparent
+
     # The spans of the event, on all three nodes, in the publisher's trace.
     spans: dict[str, list[dict[str, Any]]] = {}
     for node in ("site-a", "site-b", "site-c"):
@@ -320,7 +338,7 @@ async def test_a_traceparent_from_mqtt_at_a_reaches_nats_and_a_webhook_at_c_in_o
     assert names == {
         "site-a": ["receive"],
         "site-b": ["process"],
-        "site-c": ["process", "send", "send"],
+        "site-c": ["process", "send", "send", "send"],
     }, names
     for node, items in spans.items():
         for s in items:
@@ -329,7 +347,7 @@ async def test_a_traceparent_from_mqtt_at_a_reaches_nats_and_a_webhook_at_c_in_o
             assert s["resource"]["attributes"]["service.instance.id"] == node
             assert s["attributes"]["messaging.operation.type"] == s["name"].split(" ")[0]
     kinds = {s["attributes"]["messaging.system"] for s in spans["site-c"] if "send" in s["name"]}
-    assert kinds == {"nats", "http"}
+    assert kinds == {"nats", "http", "mqtt"}
 
 
 async def test_a_peer_whose_disk_is_full_is_shown_degraded_and_healthy_once_there_is_room(
