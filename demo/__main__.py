@@ -248,6 +248,7 @@ class Demo:
             "invoices": st.get("invoice", {}).get("invoices", 0),
             "telemetry_sent": st.get("devices", {}).get("sent", 0),
             "telemetry_received": st.get("monitor", {}).get("telemetry", 0),
+            "audited": st.get("monitor", {}).get("audited", 0),
         }
 
     def summary(self, elapsed: float) -> str:
@@ -370,7 +371,8 @@ def main() -> int:
         demo.stop()
     p = demo.progress()
     say(
-        f"final: orders {p['completed']}/{p['requested']} completed, "
+        f"final: orders {p['completed']}/{p['requested']} completed "
+        f"({p['audited']} audited by the core's transform), "
         f"telemetry {p['telemetry_received']}/{p['telemetry_sent']} arrived. "
         f"Logs in var/demo/logs/"
     )

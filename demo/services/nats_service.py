@@ -3,7 +3,8 @@
 payment:  OrderRequested      -> PaymentProcessed
 orders:   PaymentProcessed    -> OrderConfirmed
           ShipmentDelivered   -> OrderCompleted
-monitor:  counts device telemetry from every site
+monitor:  counts device telemetry from every site, and the audited orders
+          (the core node's transform of OrderConfirmed)
 """
 
 from __future__ import annotations
@@ -41,6 +42,14 @@ async def run(service: str, url: str, status: Status) -> None:
             status.set("telemetry", len(seen))
 
         await nc.subscribe("core.telemetry.>", cb=telemetry)
+        audited: set[str] = set()
+
+        async def audit(msg: Msg) -> None:
+            if (msg.headers or {}).get("ce-type") == TYPE_PREFIX + "OrderAudited":
+                audited.add(msg.subject)
+            status.set("audited", len(audited))
+
+        await nc.subscribe("core.audit.>", cb=audit)
     else:
         for incoming, (out_type, out_subject) in FLOWS[service].items():
 

@@ -38,7 +38,7 @@ P = "com.example.retail."
 DEMO = {  # type: (producing sites, consuming sites), from config/*.yaml and demo/services
     P + "OrderRequested": (["shop"], ["core"]),
     P + "PaymentProcessed": (["core"], ["core"]),
-    P + "OrderConfirmed": (["core"], ["warehouse"]),
+    P + "OrderConfirmed": (["core"], ["core", "warehouse"]),  # core: the audit transform
     P + "ShipmentPrepared": (["warehouse"], ["warehouse"]),
     P + "ShipmentDispatched": (["warehouse"], ["shop", "warehouse"]),
     P + "ShipmentDelivered": (["warehouse"], ["core"]),

@@ -24,3 +24,6 @@ def test_demo_completes_every_order_and_delivers_all_telemetry() -> None:
     final = next(line for line in proc.stdout.splitlines() if line.startswith("final:"))
     requested = int(final.split("orders ")[1].split("/")[1].split(" ")[0])
     assert requested >= 30  # the flow really ran at the requested rate
+    # Every order passed the schemas and the core's JSONata transform audited each.
+    audited = int(final.split("(")[1].split(" audited")[0])
+    assert audited == requested, final
