@@ -45,6 +45,7 @@ from mesh.plugins import (
 __all__ = ["SPEC", "HttpBinding", "HttpBridge", "HttpBrokerConfig"]
 
 BODY_FACTOR = 64  # a request may hold a batch of up to 64 events of the maximum size
+MAX_IDEMPOTENCY_KEY = 255
 
 
 class HttpBrokerConfig(BrokerModel):
@@ -126,6 +127,13 @@ class HttpBridge:
             return _refused(Overloaded(f"broker {self.name}: too many requests waiting"))
         body = await request.read()
         headers = {k.lower(): v for k, v in request.headers.items()}
+        key = headers.get("idempotency-key")
+        if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY and key.isprintable()):
+            return problem(
+                400,
+                "Bad Idempotency-Key",
+                f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters",
+            )
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[Outcome | Overloaded] = loop.create_future()
 
@@ -133,9 +141,11 @@ class HttpBridge:
             if not answer.done():
                 answer.set_result(result)
 
-        inbox.put(
-            Delivery(Message(topic, body, headers, headers.get("content-type")), answer=settle)
-        )
+        message = Message(topic, body, headers, headers.get("content-type"))
+        if key is not None:
+            # A retried request names itself: a raw payload keeps its event id.
+            message.identity = f"http:{topic}:{key}"
+        inbox.put(Delivery(message, answer=settle))
         result = await answer
         if isinstance(result, Overloaded):
             return _refused(result)

@@ -477,7 +477,11 @@ class NatsBridge:
                 inbox.lost(exc.reason)
                 return
             for m in msgs:
-                inbox.put(Delivery(_message(m), m.ack, m.nak))
+                message = _message(m)
+                # The stream and its sequence name the message across redeliveries.
+                meta = m.metadata
+                message.identity = f"jetstream:{meta.stream}:{meta.sequence.stream}"
+                inbox.put(Delivery(message, m.ack, m.nak))
 
     async def publish(self, messages: Sequence[Message]) -> list[PublishError | None]:
         nc = self._nc

@@ -13,6 +13,7 @@ it over batches, routes the results durably and then acknowledges.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -154,12 +155,22 @@ class IngressRule:
         for key, tmpl in self.templates.items():
             attrs[key] = tmpl.render(ctx)
         if "id" not in attrs:
-            attrs["id"] = new_event_id()
+            # A redelivered message keeps the id it had the first time, when the
+            # protocol names it; the dedup window then drops the second copy.
+            attrs["id"] = stable_event_id(msg.identity) if msg.identity else new_event_id()
         attrs["time"] = now_rfc3339()
         if "datacontenttype" not in attrs:
             attrs["datacontenttype"] = msg.content_type or detect_content_type(msg.payload)
         validate_attributes(attrs)
         return Event(attrs, msg.payload)
+
+
+def stable_event_id(identity: str) -> str:
+    """The event id of a raw message with this protocol identity: the same every time."""
+    return (
+        "m-"
+        + hashlib.blake2b(identity.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
+    )
 
 
 def _reason(exc: Exception) -> str:

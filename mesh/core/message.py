@@ -18,6 +18,10 @@ class Message:
     are publish options for protocols that have them; ``dedup_id`` is the
     event's identity for brokers that drop re-publishes of the same id
     (JetStream's ``Nats-Msg-Id``), set when the bridge asks for it.
+    ``identity`` is what names a received message across redeliveries when
+    its protocol has such a thing (a JetStream stream and sequence, an HTTP
+    ``Idempotency-Key``): a raw payload wrapped into a CloudEvent gets an id
+    derived from it, so a redelivery is a duplicate, not a second event.
     """
 
     topic: str
@@ -28,6 +32,7 @@ class Message:
     retain: bool = False
     user_properties: Sequence[tuple[str, str]] = ()
     dedup_id: str | None = None
+    identity: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
