@@ -9,7 +9,11 @@
   ``admin``. No token, or one that is not configured: 401 with
   ``WWW-Authenticate: Bearer``; a token without the scope: 403;
 - with no tokens configured, only clients on the node's own host (a loopback
-  peer address) may use them; any other client gets 403.
+  peer address) may use them; any other client gets 403. A web page open in a
+  browser on that host is not such a client: a request carrying an ``Origin``
+  other than the node itself, or a ``Host`` that is not a loopback name (a
+  DNS-rebinding page), is refused with 403 too. With tokens, a page has no
+  token to send.
 
 Every answer is ``application/problem+json`` and never quotes a token. The
 tokens are read from :meth:`mesh.api.protocol.NodeApi.api_grants` on every
@@ -105,6 +109,37 @@ def is_loopback(request: web.Request) -> bool:
     return address.is_loopback
 
 
+def _loopback_name(host: str) -> bool:
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 or host.startswith("[") else host
+    name = name.strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _browser_refusal(request: web.Request) -> str | None:
+    """Why a loopback request looks like a web page's, not a local client's; None if not."""
+    host = request.headers.get("Host")  # a browser always sends one; HTTP/1.0 need not
+    if host is not None and not _loopback_name(host):
+        return (
+            f"Host {host[:80]!r} is not a loopback name: without api.tokens the API "
+            "answers only requests to 127.0.0.1, [::1] or localhost"
+        )
+    origin = request.headers.get("Origin")
+    if origin is not None and origin != "null":
+        if origin.split("://", 1)[-1].lower() != (host or "").lower():
+            return (
+                f"a cross-origin request (from {origin[:80]}) is refused: without api.tokens "
+                "the API answers only the node's own host and page"
+            )
+    elif origin == "null":
+        return "a request from an opaque origin is refused"
+    return None
+
+
 def _bearer(request: web.Request) -> str | None:
     header = request.headers.get("Authorization")
     if header is None:
@@ -128,7 +163,10 @@ def check(request: web.Request, configured: Sequence[Grant]) -> web.Response | N
     where = "/events" if scope == "publish" else "/api"
     if not configured:
         if is_loopback(request):
-            return None
+            browser = _browser_refusal(request)
+            if browser is None:
+                return None
+            return problem(403, "Forbidden", browser)
         return problem(
             403,
             "Forbidden",

@@ -133,3 +133,29 @@ def test_the_same_token_twice_holds_both_entries_scopes() -> None:
 def test_a_grant_shows_its_scopes_not_its_token() -> None:
     (grant,) = auth.grants([("secret-value", ["read"])])
     assert "secret" not in repr(grant) and grant.digest.hex() not in repr(grant)
+
+
+@pytest.mark.parametrize(
+    ("headers", "refused"),
+    [
+        ({"Host": "127.0.0.1:7401"}, None),
+        ({"Host": "localhost:7401"}, None),
+        ({"Host": "[::1]:7401"}, None),
+        ({"Host": "127.0.0.1:7401", "Origin": "http://127.0.0.1:7401"}, None),  # the page
+        ({"Host": "127.0.0.1:7401", "Origin": "https://evil.example"}, "cross-origin"),
+        ({"Host": "127.0.0.1:7401", "Origin": "null"}, "opaque origin"),
+        ({"Host": "evil.example:7401"}, "not a loopback name"),  # DNS rebinding
+        ({"Host": "evil.example:7401", "Origin": "http://evil.example:7401"}, "loopback"),
+    ],
+)
+async def test_without_tokens_a_web_page_in_a_local_browser_is_not_a_local_client(
+    headers: dict[str, str], refused: str | None
+) -> None:
+    for method, path in (("GET", "/api/tail"), ("POST", "/api/publish"), ("GET", "/api/stats")):
+        req = await _request(method, path, ("127.0.0.1", 1234), headers)
+        answer = auth.check(req, ())
+        if refused is None:
+            assert answer is None, (method, path, headers)
+        else:
+            assert answer is not None and answer.status == 403, (method, path, headers)
+            assert refused in orjson.loads(answer.body)["detail"]  # type: ignore[arg-type]
