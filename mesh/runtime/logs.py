@@ -6,10 +6,11 @@ mesh topic (``event_id``, ``topic``: in the message for text, as fields for
 JSON), and a line about a link, an egress rule or a broker names it (``peer``,
 ``egress``, ``broker``). Nothing is logged per event at INFO.
 
-A warning or error identical to one logged within the last
-:data:`REPEAT_WINDOW` seconds is not printed again; the next time it is, it
-says how many were held back (``(and 41 more like it in the last 5 s)``), so
-a peer or a client failing the same way in a loop cannot flood the log.
+A warning or error like one logged within the last :data:`REPEAT_WINDOW`
+seconds (the same message template about the same component) is not
+printed again; the next one that is says how many were held back (``(and
+41 more like it in the last 5 s)``), so a peer or a client failing in a loop,
+each line naming another event, cannot flood the log.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,27 +34,38 @@ _TASKS = {"link[": "peer", "bridge[": "broker", "egress[": "egress"}  # supervis
 
 
 class RepeatFilter(logging.Filter):
-    """Hold back a warning or error identical to one let through in the last window."""
+    """Hold back a warning or error like one let through in the last window.
+
+    "Like": the same logger, level and message template, and the same first
+    argument (by convention the component: a peer, a broker, an egress rule),
+    so a client sending a stream of different bad events, each line naming
+    its own event, is still one line per window per component. Bounded: the
+    least recently seen kinds are forgotten beyond ``_MAX_KEYS``.
+    """
 
     def __init__(self, window: float = REPEAT_WINDOW) -> None:
         super().__init__()
         self.window = window
-        self._seen: dict[tuple[str, int, str], tuple[float, int]] = {}
+        self._seen: OrderedDict[tuple[str, int, str, str], tuple[float, int]] = OrderedDict()
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
             return True
-        key = (record.name, record.levelno, record.getMessage())
+        args = record.args
+        first = args[0] if isinstance(args, tuple) and args else ""
+        key = (record.name, record.levelno, str(record.msg), str(first)[:200])
         now = time.monotonic()
-        last = self._seen.get(key)
+        seen = self._seen
+        last = seen.get(key)
         if last is not None and now - last[0] < self.window:
-            self._seen[key] = (last[0], last[1] + 1)
+            seen[key] = (last[0], last[1] + 1)
+            seen.move_to_end(key)
             return False
         held = last[1] if last is not None else 0
-        if len(self._seen) >= _MAX_KEYS:
-            cutoff = now - self.window
-            self._seen = {k: v for k, v in self._seen.items() if v[0] >= cutoff}
-        self._seen[key] = (now, 0)
+        seen[key] = (now, 0)
+        seen.move_to_end(key)
+        while len(seen) > _MAX_KEYS:
+            seen.popitem(last=False)
         if held:
             record.msg = f"{record.getMessage()} (and {held} more like it in the last "
             record.msg += f"{self.window:g} s)"

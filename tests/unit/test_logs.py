@@ -8,7 +8,7 @@ import time
 
 import orjson
 
-from mesh.runtime.logs import JsonFormatter, RepeatFilter
+from mesh.runtime.logs import _MAX_KEYS, JsonFormatter, RepeatFilter
 
 
 def _logger(fmt: logging.Formatter, window: float = 60.0) -> tuple[logging.Logger, io.StringIO]:
@@ -55,3 +55,22 @@ def test_info_and_debug_lines_are_never_held_back() -> None:
     for _ in range(3):
         logger.info("link b up")
     assert out.getvalue().splitlines() == ["link b up"] * 3
+
+
+def test_lines_about_different_events_of_one_component_are_held_back_too() -> None:
+    logger, out = _logger(logging.Formatter("%(message)s"))
+    for i in range(30):
+        logger.warning("rejected message from %s on %r: %s", "web", f"t/{i}", f"bad {i}")
+    logger.warning("rejected message from %s on %r: %s", "plant", "t/x", "bad")
+    assert out.getvalue().splitlines() == [
+        "rejected message from web on 't/0': bad 0",
+        "rejected message from plant on 't/x': bad",
+    ]
+
+
+def test_the_kinds_remembered_stay_bounded() -> None:
+    f = RepeatFilter(60.0)
+    for i in range(5_000):
+        record = logging.LogRecord("x", logging.WARNING, "", 0, "peer %s: %s", (f"p{i}", "r"), None)
+        assert f.filter(record)  # each a new kind: shown
+    assert len(f._seen) == _MAX_KEYS  # the least recently seen forgotten, not all scanned
