@@ -38,6 +38,10 @@ class NodeApi(Protocol):
 
     def stats(self) -> dict[str, Any]: ...
 
+    def readiness(self) -> dict[str, Any]:
+        """``ready``, ``node`` and ``reasons``, from memory only (``/readyz`` is open)."""
+        ...
+
     async def status(self) -> dict[str, Any]:
         """Readiness (``ready``, ``reasons``) and the state behind it."""
         ...

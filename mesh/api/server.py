@@ -73,9 +73,9 @@ async def _health(request: web.Request) -> web.Response:
 
 
 async def _ready(request: web.Request) -> web.Response:
-    status = await _api(request).status()
-    body = {"ready": status["ready"], "node": status["node"], "reasons": status["reasons"]}
-    return json_response(body, status=200 if status["ready"] else 503)
+    # Open to everyone: the reasons only, computed in memory (no store query).
+    body = _api(request).readiness()
+    return json_response(body, status=200 if body["ready"] else 503)
 
 
 async def _status(request: web.Request) -> web.Response:

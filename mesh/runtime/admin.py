@@ -65,6 +65,10 @@ class NodeAdmin:
     def stats(self) -> dict[str, Any]:
         return self.node.stats()
 
+    def readiness(self) -> dict[str, Any]:
+        reasons = self.node.readiness()
+        return {"ready": not reasons, "node": self.node.node_id, "reasons": reasons}
+
     async def status(self) -> dict[str, Any]:
         out = self.node.status()
         out["dead_letters"] = await self.node.store.dlq_count()
