@@ -16,8 +16,10 @@ from mesh.core.secrets import mask_url_credentials
             "webhook http://user:***@127.0.0.1:80/hook answered 400",
         ),
         ("nats://:tok@h:4222 and mqtt://a:b@c", "nats://:***@h:4222 and mqtt://a:***@c"),
-        ("https://user@h/x", "https://user@h/x"),  # no password: nothing to hide
-        ("https://h/x?a=b:c@d", "https://h/x?a=b:c@d"),  # not userinfo
+        ("https://TOKEN@h/x", "https://***@h/x"),  # a lone user part is often a token
+        ("https://h/x?a=b:c@d", "https://h/x?a=***"),  # not userinfo, but a query value
+        ("https://h/hook?token=s3cr3t&sig=x", "https://h/hook?token=***&sig=***"),
+        ("https://h/hook?flag&id=", "https://h/hook?flag&id="),  # nothing to hide
         ("no url here: a:b@c", "no url here: a:b@c"),
     ],
 )
