@@ -77,6 +77,7 @@ from mesh.core.errors import (
     LinkProtocolError,
     LinkRefused,
     Overloaded,
+    StoreError,
 )
 from mesh.core.event import validate_attributes
 from mesh.core.routing import Interest, RoutingTable
@@ -433,6 +434,10 @@ class LinkSession:
             # The disk is full: no answer, and the peer sees this link degraded.
             log.debug("link %s: canary %d not answered: %s", self.peer, seq, exc)
             return
+        except (StoreError, OSError) as exc:
+            # The store cannot commit: the same answer (none), not a closed link.
+            self._log_drop("canary", "canary %d not answered: the store failed: %s", seq, exc)
+            return
         await self.ws.send_str(frames.dump({"type": "canary-ok", "seq": seq}))
 
     async def _canaries(self) -> None:
@@ -525,9 +530,10 @@ class LinkSession:
                     )
                     dead = []
                 if envs:
+                    began = time.time()
                     await host.router.route(envs, from_peer=self.peer)
                     if host.spans is not None:
-                        host.spans.record("process", envs, system="mesh")
+                        host.spans.record("process", envs, system="mesh", start=began)
                 break
             except Overloaded as exc:
                 # Not acknowledged, so the peer's credit runs out and it stops sending:

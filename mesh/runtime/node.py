@@ -141,6 +141,7 @@ class Node:
         self._scope: TaskScope | None = None
         self._bridge_tasks: dict[str, asyncio.Task[None]] = {}
         self._egress_tasks: dict[str, tuple[EgressWorker, asyncio.Task[None]]] = {}
+        self._egress_started = False  # the first _apply also clears outboxes of gone rules
         self._dial_tasks: dict[str, tuple[Peer, asyncio.Task[None]]] = {}
         self._rules: dict[str, tuple[TopicRules, TopicRules]] = {"*": (EVERYTHING, EVERYTHING)}
         self._saved_routes = -1
@@ -536,14 +537,23 @@ class Node:
             if old in stored and new not in stored and old not in self._egress_tasks:
                 moving[old] = new
                 taken.add(new)
+        stays = {
+            k
+            for k, (w, _t) in self._egress_tasks.items()
+            if k in wanted and _subscription(wanted[k]) == _subscription(w.rule)
+        }
         for old, (worker, task) in list(self._egress_tasks.items()):
             sub = _subscription(worker.rule)
-            if old in wanted and _subscription(wanted[old]) == sub:
+            if old in stays:
                 continue  # stays where it is
             await cancel_and_wait([task])
             del self._egress_tasks[old]
             successor = next(
-                (k for k, r in wanted.items() if _subscription(r) == sub and k not in taken),
+                (
+                    k
+                    for k, r in wanted.items()
+                    if _subscription(r) == sub and k not in taken and k not in stays
+                ),
                 None,
             )
             if successor is None:
@@ -559,6 +569,14 @@ class Node:
                 await self._drop_outbox(new)  # a stale box of that name: its events are counted
             if await self.outboxes.rename(f"{old}#moving", new):
                 log.info("outbox %s is now %s, with what it holds", old, new)
+        if not self._egress_started:
+            # At start, an egress outbox no rule wants any more (its rule was removed
+            # while the node was down, or before an upgrade) is not left orphaned: its
+            # events are dead-lettered and counted, as a removed subscription's are.
+            self._egress_started = True
+            for name in stored:
+                if name.startswith("egress:") and name not in wanted and name not in moving:
+                    await self._drop_outbox(name)
 
     async def _drop_outbox(self, name: str) -> None:
         """An egress subscription was removed: its queued events go to the DLQ, counted."""

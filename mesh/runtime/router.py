@@ -66,7 +66,9 @@ class Router:
         (the disk is full): the canary then goes unanswered.
         """
         store = self.outboxes.store
-        store.probe_room()  # a full disk is found even before an append fails
+        # A full disk is found even before an append fails (off the loop: leaving the
+        # full state writes the reserve file back).
+        await asyncio.to_thread(store.probe_room)
         await store.put(f"canary:{peer}", str(seq).encode())
 
     async def route(self, envs: Sequence[Envelope], from_peer: str | None = None) -> int:

@@ -105,3 +105,52 @@ def test_the_ingress_time_travels_in_the_record_and_is_stripped_for_old_peers() 
     bad = encode_record(Envelope(ev, "a/b", "n1", 0, None, 1.0)).replace(b",1.0]", b',"x"]')
     with pytest.raises(LinkProtocolError, match="ingress time"):
         decode_record(bad)
+
+
+async def test_two_rules_that_swap_places_each_keep_their_queued_events(tmp_path: Path) -> None:
+    name = unique("bus")
+    brokers = {"bus": {"kind": "memory", "name": name}}
+    a = {"to": "bus", "topic": "a/#", "target": "out-a/{id}"}
+    z = {"to": "bus", "topic": "z/#", "target": "out-z/{id}"}
+    async with Node(node_config(tmp_path, "solo", brokers=brokers, egress=[a, z])).serve() as node:
+        await node.ready()
+        bus = broker(name)
+        bus.fail_publish = PublishError("bus", "down for the test")
+        await node.router.route([decode_record(_record(i, "a/x")) for i in range(2)])
+        await node.router.route([decode_record(_record(i + 10, "z/x")) for i in range(3)])
+        box_a, box_z = node.outboxes.find("egress:bus:0"), node.outboxes.find("egress:bus:1")
+        assert box_a is not None and box_z is not None and (box_a.depth, box_z.depth) == (2, 3)
+        await node.reload(node_config(tmp_path, "solo", brokers=brokers, egress=[z, a]))
+        assert node.outboxes.find("egress:bus:1") is box_a and box_a.depth == 2
+        assert node.outboxes.find("egress:bus:0") is box_z and box_z.depth == 3
+        bus.fail_publish = None
+        await wait_for(lambda: len(bus.published) == 5, timeout=15, what="all delivered")
+        assert sorted(m.topic for m in bus.published) == [
+            "out-a/old-0", "out-a/old-1", "out-z/old-10", "out-z/old-11", "out-z/old-12",
+        ]  # fmt: skip
+        assert await node.store.dlq_count() == 0
+
+
+async def test_an_outbox_whose_rule_was_removed_while_down_is_dead_lettered_at_start(
+    tmp_path: Path,
+) -> None:
+    name = unique("bus")
+    cfg = node_config(
+        tmp_path,
+        "solo",
+        brokers={"bus": {"kind": "memory", "name": name}},
+        egress=[{"to": "bus", "topic": "a/#", "target": "out/{id}"}],
+    )
+    store = open_store(cfg.node.data_dir)
+    await store.open()
+    gone = await store.box_id("egress:bus:q/#:")  # a subscription no rule has any more
+    await store.append([(None, [(gone, _record(i, "q/x"))]) for i in range(2)])
+    await store.close()
+    async with Node(cfg).serve() as node:
+        await node.ready()
+        assert node.outboxes.find("egress:bus:q/#:") is None
+        letters = await node.store.dead_letters(limit=10, after=0)
+        assert [e.reason for e in letters] == ["egress subscription removed"] * 2
+        assert (
+            node.metrics.get("mesh_dead_letters_total", reason="egress subscription removed") == 2
+        )
