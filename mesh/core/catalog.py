@@ -361,6 +361,11 @@ class Catalog:
                 topics = [t for t in item["topics"] if rules.allows(tuple(t.split("/")), attrs)]
                 if not topics:
                     continue
+                if len(topics) < len(item["topics"]):
+                    # Some of the type's traffic is outside the export: its example and
+                    # source patterns may come from there, so the peer gets neither.
+                    item["example"] = None
+                    item["sources"] = []
                 item["topics"] = topics
             shared.append(item)
             if len(shared) >= MAX_ENTRIES:

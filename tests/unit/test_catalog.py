@@ -163,6 +163,15 @@ def test_sharing_respects_export_rules_and_never_echoes_or_loops() -> None:
     assert [e["type"] for e in shared] == ["t.public"]
     assert shared[0]["path"] == ["a"]
     assert {e["type"] for e in a.share("d", None)} == {"t.public", "t.private"}
+    assert shared[0]["example"] is not None and shared[0]["sources"]
+    # One type on an exported topic and on another: the peer gets the exported topic
+    # only, and neither the example nor the sources, which may come from the other.
+    mixed = Catalog("a")
+    mixed.record([env("t.mixed", "in/private/1"), env("t.mixed", "in/public/2")])
+    [entry] = mixed.share("c", rules)
+    assert entry["topics"] == ["in/public/+"]
+    assert entry["example"] is None and entry["sources"] == []
+    assert _parse_from("a", [entry]).entries  # and the peer takes it
 
     # b learns a's entries; it passes them on to c, never back to a.
     b = Catalog("b")
