@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
@@ -143,8 +144,11 @@ class HttpBridge:
 
         message = Message(topic, body, headers, headers.get("content-type"))
         if key is not None:
-            # A retried request names itself: a raw payload keeps its event id.
-            message.identity = f"http:{topic}:{key}"
+            # A retried request names itself: a raw payload keeps its event id. Keys
+            # are the client's: scoped by its credentials, so clients cannot collide.
+            auth = headers.get("authorization")
+            who = hashlib.sha256(auth.encode()).hexdigest()[:16] if auth else "-"
+            message.identity = f"http:{who}:{topic}:{key}"
         inbox.put(Delivery(message, answer=settle))
         result = await answer
         if isinstance(result, Overloaded):

@@ -344,6 +344,7 @@ class NatsBridge:
         self.ctx = ctx
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
+        self._born: dict[str, str] = {}  # stream -> when it was created, for message ids
         self._dropping = False
 
     async def connect(self, subscriptions: Sequence[Subscribe]) -> None:
@@ -478,10 +479,22 @@ class NatsBridge:
                 return
             for m in msgs:
                 message = _message(m)
-                # The stream and its sequence name the message across redeliveries.
+                # The stream (and when it was made: a recreated stream counts from 1
+                # again) and the sequence name the message across redeliveries.
                 meta = m.metadata
-                message.identity = f"jetstream:{meta.stream}:{meta.sequence.stream}"
+                born = self._born.get(meta.stream) or await self._stream_born(meta.stream)
+                message.identity = f"jetstream:{meta.stream}:{born}:{meta.sequence.stream}"
                 inbox.put(Delivery(message, m.ack, m.nak))
+
+    async def _stream_born(self, stream: str) -> str:
+        """When ``stream`` was created (asked once per stream and connection)."""
+        born = ""
+        if self._js is not None:
+            with contextlib.suppress(nats.errors.Error, nats.js.errors.Error, TimeoutError):
+                info = await self._js.stream_info(stream)
+                born = info.created.isoformat() if info.created else ""
+        self._born[stream] = born or "?"
+        return self._born[stream]
 
     async def publish(self, messages: Sequence[Message]) -> list[PublishError | None]:
         nc = self._nc
