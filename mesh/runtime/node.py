@@ -189,13 +189,13 @@ class Node:
     @contextlib.asynccontextmanager
     async def serve(self) -> AsyncIterator[Node]:
         self._check_bridges(self.config)
-        if self.config.tracing is not None:
-            from mesh.runtime.tracing import start_spans  # only imported when configured
-
-            self.spans = start_spans(self.config.tracing, self.node_id)
         await self.store.open()
         runner: web.AppRunner | None = None
         try:
+            if self.config.tracing is not None:
+                from mesh.runtime.tracing import start_spans  # only imported when configured
+
+                self.spans = start_spans(self.config.tracing, self.node_id)
             app = build_app(
                 NodeAdmin(self),
                 self.http,

@@ -40,6 +40,8 @@ from mesh.runtime.store import DedupKey, Store
 
 __all__ = ["Outbox", "OutboxPolicy", "Outboxes", "Unit"]
 
+_MAX_TIMES = 4096  # time marks of an outbox (one per second of appends at most)
+
 Overflow = Literal["block", "drop-oldest", "reject-new"]
 
 
@@ -174,10 +176,15 @@ class Outbox:
                 self._decoded[seq] = env
         self._last = max(self._last, seqs[-1])
         now = time.time()
-        if self._times and now - self._times[-1][1] < 1.0:
-            self._times[-1] = (self._last, self._times[-1][1])
+        times = self._times
+        if times and now - times[-1][1] < 1.0:
+            times[-1] = (self._last, times[-1][1])
         else:
-            self._times.append((self._last, now))
+            times.append((self._last, now))
+            if len(times) > _MAX_TIMES:
+                # Nobody asked for the age for a long while: keep every other mark
+                # (coarser, still an upper bound), so the marks stay bounded.
+                self._times = deque(list(times)[::2])
         while self._cache_bytes > self._cache_limit and self._cache:
             seq, rec = self._cache.popitem(last=False)
             self._cache_bytes -= len(rec)

@@ -80,6 +80,7 @@ class Router:
         """
         units: list[Unit] = []
         dead: list[DeadLetter] = []
+        looped: Envelope | None = None  # the first event over the hop limit, for the log
         routed = 0
         unrouted = 0
         hop_boxes: dict[str, Outbox] = {}  # one lookup per next hop, not per event
@@ -95,6 +96,7 @@ class Router:
                     env.event, env.topic, env.origin, env.hops + 1, frozenset(dests), env.t_in
                 )
                 if fwd.hops > MAX_HOPS:
+                    looped = looped or fwd
                     dead.append(
                         DeadLetter(
                             f"hop limit {MAX_HOPS} reached",
@@ -129,11 +131,16 @@ class Router:
             self.metrics.inc("mesh_unrouted_events_total", unrouted)
         if dead:
             self.metrics.inc("mesh_dead_letters_total", len(dead), reason="hop limit")
+            first = looped.event.attrs.get("id") if looped else None
+            topic = looped.topic if looped else None
             log.warning(
-                "%d events dead-lettered: hop limit %d reached (first: %s)",
+                "%d events dead-lettered: hop limit %d reached (first: event %s on %s, to %s)",
                 len(dead),
                 MAX_HOPS,
+                first,
+                topic,
                 dead[0].place,
+                extra={"event_id": first, "topic": topic},
             )
         if rejected:
             self.metrics.inc("mesh_dead_letters_total", len(rejected), reason="reject-new")

@@ -28,6 +28,7 @@ __all__ = ["MAX_TAIL_CLIENTS", "TAIL_QUEUE", "TailHub", "TailSubscription", "eve
 
 MAX_TAIL_CLIENTS = 16
 TAIL_QUEUE = 1000  # events held for one slow client before they are dropped for it
+TAIL_BYTES = 8 << 20  # and bytes: large events fill a client's share sooner
 
 
 def event_frame(env: Envelope) -> str:
@@ -52,6 +53,7 @@ class TailSubscription:
         self.pattern = pattern
         self.predicate = predicate
         self.queue: asyncio.Queue[Envelope] = asyncio.Queue(size)
+        self.bytes = 0  # held in the queue
         self.dropped = 0  # dropped since the client was last told
 
     def wants(self, levels: tuple[str, ...], env: Envelope) -> bool:
@@ -64,7 +66,9 @@ class TailSubscription:
         if self.dropped:
             n, self.dropped = self.dropped, 0
             return orjson.dumps({"type": "dropped", "count": n}).decode()
-        return event_frame(await self.queue.get())
+        env = await self.queue.get()
+        self.bytes -= env.event.size()
+        return event_frame(env)
 
     def close(self) -> None:
         self.hub.unsubscribe(self)
@@ -104,10 +108,12 @@ class TailHub:
             for sub in subs:
                 if not sub.wants(levels, env):
                     continue
-                try:
-                    sub.queue.put_nowait(env)
-                except asyncio.QueueFull:
+                size = env.event.size()
+                if sub.bytes + size > TAIL_BYTES or sub.queue.full():
                     sub.dropped += 1
                     dropped += 1
+                    continue
+                sub.queue.put_nowait(env)
+                sub.bytes += size
         if dropped:
             self.metrics.inc("mesh_tail_dropped_total", dropped)

@@ -10,7 +10,7 @@ from mesh.core.errors import FilterError, TooManyClients
 from mesh.core.event import Event
 from mesh.core.topics import TopicError
 from mesh.runtime.metrics import Metrics
-from mesh.runtime.tail import TailHub, event_frame
+from mesh.runtime.tail import TAIL_BYTES, TailHub, event_frame
 
 
 def env(topic: str, i: int, type: str = "t", data: bytes | None = b"x") -> Envelope:
@@ -58,3 +58,16 @@ def test_a_frame_carries_text_data_as_text_and_other_bytes_as_base64() -> None:
     binary = orjson.loads(event_frame(env("a/b", 2, data=b"\xff\x00")))
     assert binary["data_base64"] == "/wA=" and "data" not in binary
     assert "data" not in orjson.loads(event_frame(env("a", 3, data=None)))
+
+
+async def test_large_events_are_bounded_by_bytes_not_only_by_count() -> None:
+    metrics = Metrics()
+    hub = TailHub(metrics)  # room for 1000 events, but 8 MiB
+    sub = hub.subscribe("#")
+    big = 1 << 20
+    hub.offer([env("a", i, data=b"x" * big) for i in range(12)])
+    assert sub.queue.qsize() == 7 and metrics.get("mesh_tail_dropped_total") == 5
+    assert sub.bytes <= TAIL_BYTES
+    await sub.next_frame()  # the drop report
+    await sub.next_frame()
+    assert sub.queue.qsize() == 6 and sub.bytes <= TAIL_BYTES - big
