@@ -32,6 +32,8 @@ from mesh.runtime.store import DeadLetter
 if TYPE_CHECKING:
     from mesh.runtime.tracing import Spans
 
+LOG_EVERY = 5.0  # seconds between log lines of one kind of rejection from one broker
+
 __all__ = ["Ingress"]
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,7 @@ class Ingress:
     ) -> None:
         self.schemas = schemas  # enforced on what enters here (at: ingress)
         self.spans = spans
+        self._logged: dict[tuple[str, str], tuple[float, int]] = {}  # (broker, code) -> last, held
         self.kinds = kinds or {}  # broker name -> its kind (mqtt, nats, http), for spans
         self.router = router
         self.store = router.outboxes.store
@@ -96,13 +99,24 @@ class Ingress:
         """Count and log a rejected message; return its dead-letter entry."""
         self.metrics.inc("mesh_ingress_rejected_total", broker=broker, reason=why.code)
         self.metrics.inc("mesh_dead_letters_total", reason="invalid event")
-        log.warning(
-            "rejected message from %s on %r: %s",
-            broker,
-            msg.topic,
-            why.reason,
-            extra={"broker": broker, "topic": msg.topic},
-        )
+        # One line per broker and reason every LOG_EVERY seconds, saying how many it
+        # held back: a client sending a stream of bad messages cannot flood the log.
+        now = time.monotonic()
+        kind = (broker, why.code)
+        last, held = self._logged.get(kind, (-LOG_EVERY, 0))
+        if now - last < LOG_EVERY:
+            self._logged[kind] = (last, held + 1)
+        else:
+            self._logged[kind] = (now, 0)
+            more = f" (and {held} more rejected since)" if held else ""
+            log.warning(
+                "rejected message from %s on %r: %s%s",
+                broker,
+                msg.topic,
+                why.reason,
+                more,
+                extra={"broker": broker, "topic": msg.topic, "reason": why.code},
+            )
         headers = {
             _text(k): _text(v)
             for k, v in msg.headers.items()

@@ -6,11 +6,12 @@ mesh topic (``event_id``, ``topic``: in the message for text, as fields for
 JSON), and a line about a link, an egress rule or a broker names it (``peer``,
 ``egress``, ``broker``). Nothing is logged per event at INFO.
 
-A warning or error like one logged within the last :data:`REPEAT_WINDOW`
-seconds (the same message template about the same component) is not
-printed again; the next one that is says how many were held back (``(and
-41 more like it in the last 5 s)``), so a peer or a client failing in a loop,
-each line naming another event, cannot flood the log.
+A warning or error identical to one logged within the last
+:data:`REPEAT_WINDOW` seconds is not printed again; the next time it is, it
+says how many were held back (``(and 41 more like it in the last 5 s)``).
+Lines about single events (an ingress rejection, a link's drop) are limited
+where they are written, per broker or peer and kind, with a count, so a
+client sending a stream of different bad events cannot flood the log.
 """
 
 from __future__ import annotations
@@ -34,26 +35,23 @@ _TASKS = {"link[": "peer", "bridge[": "broker", "egress[": "egress"}  # supervis
 
 
 class RepeatFilter(logging.Filter):
-    """Hold back a warning or error like one let through in the last window.
+    """Hold back a warning or error identical to one let through in the last window.
 
-    "Like": the same logger, level and message template, and the same first
-    argument (by convention the component: a peer, a broker, an egress rule),
-    so a client sending a stream of different bad events, each line naming
-    its own event, is still one line per window per component. Bounded: the
-    least recently seen kinds are forgotten beyond ``_MAX_KEYS``.
+    Bounded, in constant time per record: the least recently seen messages are
+    forgotten beyond ``_MAX_KEYS``. Lines that name a different event each time
+    are not identical; the places that write them per event (ingress
+    rejections, link drops) limit themselves per kind and count what they held.
     """
 
     def __init__(self, window: float = REPEAT_WINDOW) -> None:
         super().__init__()
         self.window = window
-        self._seen: OrderedDict[tuple[str, int, str, str], tuple[float, int]] = OrderedDict()
+        self._seen: OrderedDict[tuple[str, int, str], tuple[float, int]] = OrderedDict()
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
             return True
-        args = record.args
-        first = args[0] if isinstance(args, tuple) and args else ""
-        key = (record.name, record.levelno, str(record.msg), str(first)[:200])
+        key = (record.name, record.levelno, record.getMessage()[:500])
         now = time.monotonic()
         seen = self._seen
         last = seen.get(key)

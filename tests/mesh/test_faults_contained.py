@@ -90,7 +90,7 @@ async def test_a_non_utf8_header_byte_is_refused_and_the_node_keeps_serving(site
     for _ in range(3):
         reader, writer = await asyncio.open_connection("127.0.0.1", site.node.port)
         writer.write(
-            f"POST /events/{site.tag}/x HTTP/1.1\r\nHost: x\r\n".encode()
+            f"POST /events/{site.tag}/x HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode()
             + b"ce-specversion: 1.0\r\nce-id: 1\r\nce-source: /s\r\nce-type: t\r\n"
             + b"ce-subject: caf\xe9\r\nContent-Length: 2\r\n\r\n{}"
         )

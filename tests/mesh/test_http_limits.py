@@ -58,7 +58,7 @@ async def test_a_body_slower_than_the_limit_gets_408(tmp_path: Path) -> None:
     async with node(tmp_path) as n:
         reader, writer = await asyncio.open_connection("127.0.0.1", n.port)
         writer.write(
-            b"POST /events/t/slow HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"POST /events/t/slow HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             b"ce-specversion: 1.0\r\nce-id: 1\r\nce-source: /s\r\nce-type: t\r\n"
             b'Content-Length: 100\r\n\r\n{"a": '
         )
@@ -80,7 +80,7 @@ async def test_an_unparsable_request_is_counted_and_logged_in_one_line_without_i
     async with node(tmp_path) as n:
         reader, writer = await asyncio.open_connection("127.0.0.1", n.port)
         writer.write(
-            b"POST /events/t/x HTTP/1.1\r\nHost: x\r\n"
+            b"POST /events/t/x HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             b"Authorization: Bearer sec\x01ret-token\r\nContent-Length: 2\r\n\r\n{}"
         )
         await writer.drain()

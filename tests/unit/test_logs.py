@@ -7,6 +7,7 @@ import logging
 import time
 
 import orjson
+import pytest
 
 from mesh.runtime.logs import _MAX_KEYS, JsonFormatter, RepeatFilter
 
@@ -57,20 +58,35 @@ def test_info_and_debug_lines_are_never_held_back() -> None:
     assert out.getvalue().splitlines() == ["link b up"] * 3
 
 
-def test_lines_about_different_events_of_one_component_are_held_back_too() -> None:
-    logger, out = _logger(logging.Formatter("%(message)s"))
-    for i in range(30):
-        logger.warning("rejected message from %s on %r: %s", "web", f"t/{i}", f"bad {i}")
-    logger.warning("rejected message from %s on %r: %s", "plant", "t/x", "bad")
-    assert out.getvalue().splitlines() == [
-        "rejected message from web on 't/0': bad 0",
-        "rejected message from plant on 't/x': bad",
-    ]
-
-
 def test_the_kinds_remembered_stay_bounded() -> None:
     f = RepeatFilter(60.0)
     for i in range(5_000):
         record = logging.LogRecord("x", logging.WARNING, "", 0, "peer %s: %s", (f"p{i}", "r"), None)
         assert f.filter(record)  # each a new kind: shown
     assert len(f._seen) == _MAX_KEYS  # the least recently seen forgotten, not all scanned
+
+
+def test_a_stream_of_bad_messages_is_one_line_per_broker_and_reason(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from unittest import mock
+
+    from mesh.core.ingress import Rejected
+    from mesh.core.message import Message
+    from mesh.runtime.ingress import Ingress
+    from mesh.runtime.metrics import Metrics
+
+    metrics = Metrics()
+    ingress = Ingress([], mock.Mock(), metrics)
+    with caplog.at_level(logging.WARNING, logger="mesh.runtime.ingress"):
+        for i in range(100):
+            ingress.reject("web", Message(f"t/{i}", b"x"), Rejected(f"bad {i}"))
+        ingress.reject("web", Message("t/big", b"x"), Rejected("too big", too_large=True))
+        ingress.reject("bus", Message("t/1", b"x"), Rejected("bad"))
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "rejected message from web on 't/0': bad 0",
+        "rejected message from web on 't/big': too big",
+        "rejected message from bus on 't/1': bad",
+    ]
+    assert metrics.get("mesh_ingress_rejected_total", broker="web", reason="invalid") == 100
