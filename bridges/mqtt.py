@@ -25,6 +25,9 @@ Thin by design: connect, subscribe, hand over deliveries, publish, close.
   with Nagle on, so the second PUBACK of a batch waited for our ACK of the
   first, which the kernel delays by up to 40 ms when we have nothing to send:
   a publishing node stalled 40 ms per batch.
+- Writes: paho sends each queued packet with its own ``send``; the bridge
+  joins the queued packets that need nothing once written (the PUBACKs the
+  node acknowledges after one commit, say) into one write.
 - paho's own reconnect is off: the node's supervisor owns reconnects.
 """
 
@@ -294,6 +297,38 @@ class _Client(mqtt.Client):
             }
         )
         rc: MQTTErrorCode = self.loop_write()
+        return rc
+
+    def _packet_write(self) -> MQTTErrorCode:
+        # paho sends each queued packet with its own send(): a batch of PUBACKs
+        # was one system call per message. Packets that need nothing once
+        # written (all but DISCONNECT and a QoS 0 PUBLISH) are joined first.
+        queue = self._out_packet
+        if len(queue) > 1:
+            n = 0
+            for pkt in queue:
+                kind = pkt["command"] & 0xF0
+                if kind == _DISCONNECT or (kind == _PUBLISH and pkt["qos"] == 0):
+                    break
+                n += 1
+            if n > 1:
+                parts = []
+                for _ in range(n):
+                    pkt = queue.popleft()
+                    parts.append(pkt["packet"][pkt["pos"] :] if pkt["pos"] else pkt["packet"])
+                joined = b"".join(parts)
+                queue.appendleft(
+                    {
+                        "command": _PUBLISH_QOS1,
+                        "mid": 0,
+                        "qos": 1,
+                        "pos": 0,
+                        "to_process": len(joined),
+                        "packet": joined,
+                        "info": None,
+                    }
+                )
+        rc: MQTTErrorCode = super()._packet_write()
         return rc
 
     def _handle_pubackcomp(self, cmd: Literal["PUBACK", "PUBCOMP"]) -> MQTTErrorCode:

@@ -263,3 +263,32 @@ async def test_a_broker_restart_mid_batch_loses_nothing(
             await stop(sub, drainer)
     finally:
         broker.close()
+
+
+async def test_the_pubacks_of_a_batch_leave_in_one_write(mosquitto: Mosquitto) -> None:
+    """paho writes each queued packet with its own send(); the bridge joins the
+    PUBACKs acknowledged together (after one commit) into one write."""
+    sub = _bridge(mosquitto, "sub-acks")
+    pub = _bridge(mosquitto, "pub-acks")
+    await sub.connect([Subscribe("bt/acks", qos=1)])
+    await pub.connect([])
+    try:
+        n = 200
+        assert await pub.publish([Message("bt/acks", b"%d" % i) for i in range(n)]) == [None] * n
+        got = await receive_n(_inbox(sub), n)
+        client = sub._client
+        sends: list[int] = []
+        send = client._sock_send
+
+        def counted(buf: bytes) -> int:
+            sends.append(len(buf))
+            return send(buf)
+
+        client._sock_send = counted  # type: ignore[method-assign]
+        for d in got:
+            await d.ack()
+        await wait_for(lambda: not client._out_packet, 5, "the PUBACKs written")
+        assert sends == [4 * n]
+    finally:
+        await pub.close()
+        await sub.close()
