@@ -578,7 +578,8 @@ def _profile(results: dict[str, Any]) -> list[str]:
             links = ", ".join(f"[{role}]({f})" for role, f in files.items())
             trial = part.get("trial", {})
             out.append(
-                f"- {name}: {links} — recorded during an S1-style trial of (a) that delivered "
+                f"- {name}: {links} — recorded during an S1-style trial of "
+                f"({prof.get('system', 'a')}) that delivered "
                 f"{trial.get('delivered') or 0:,} events at "
                 f"{trial.get('delivered_rate') or 0:,.0f}/s "
                 "while profiled (py-spy at 100 Hz, `--threads`; not counted in S1)."

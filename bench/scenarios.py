@@ -144,8 +144,9 @@ class Bench:
             await self._timed("S4 idle", self.s4_idle())
         if "S3" in sc:
             await self._timed("S3", self.s3_backlog())
-        if "S1" in sc and self.s.profile and "a" in self.s.systems:
-            await self._timed("profile", self.profile())
+        profiled = next((k for k in ("a", "b") if k in self.s.systems), None)
+        if "S1" in sc and self.s.profile and profiled is not None:
+            await self._timed("profile", self.profile(profiled))
         return self.results
 
     async def _start(self, system: System) -> None:
@@ -577,9 +578,10 @@ class Bench:
 
     # -- profile -----------------------------------------------------------------------
 
-    async def profile(self) -> None:
-        """py-spy on both nodes of (a) during an S1-style trial: flame graphs, then raw stacks."""
-        system = make_system("a", self.workdir / "profile")
+    async def profile(self, key: str = "a") -> None:
+        """py-spy on both nodes of (a), or of (b) when (a) is not measured, during an
+        S1-style trial: flame graphs, then raw stacks."""
+        system = make_system(key, self.workdir / "profile")
         out: dict[str, Any] = {}
         try:
             await self._start(system)
@@ -607,16 +609,17 @@ class Bench:
                     log = self.workdir / f"py-spy-{fmt}.log"
                     tail = log.read_text(errors="replace")[-800:] if log.exists() else ""
                     out[fmt]["error"] = f"py-spy wrote nothing for {missing}: {tail}"
-                    self.problem("a", f"profile {fmt}: py-spy failed for {missing}", tail)
+                    self.problem(key, f"profile {fmt}: py-spy failed for {missing}", tail)
             for role in ("node A", "node B"):
                 path = self.results_dir / f"profile-{role.replace(' ', '-').lower()}.txt"
                 if path.exists():
                     out.setdefault("summary", {})[role] = summarize(path)
         except Exception as exc:
-            self.problem("a", f"profile: {type(exc).__name__}: {exc}")
+            self.problem(key, f"profile: {type(exc).__name__}: {exc}")
             out["error"] = str(exc)
         finally:
-            await self._stop(system, None, "profile (a)")
+            await self._stop(system, None, f"profile ({key})")
+        out["system"] = key
         self.results["profile"] = out
 
     # -- logs --------------------------------------------------------------------------

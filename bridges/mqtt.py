@@ -9,6 +9,11 @@ Thin by design: connect, subscribe, hand over deliveries, publish, close.
   for the node while it is away. With MQTT 5 the Receive Maximum property
   bounds unacknowledged messages in flight to the node.
 - Publishing returns once the broker confirmed each QoS 1 message (PUBACK).
+  QoS 1 batches bypass paho's per-message machinery: the bridge encodes the
+  PUBLISH packets itself (``bridges.mqtt_packets``), writes the batch at once
+  through paho's packet queue, and settles PUBACKs straight from the receive
+  buffer; packet ids come from paho's generator and ``max_inflight`` bounds
+  what is unacknowledged, as paho would (bench/README.md has the numbers).
 - paho runs on the node's asyncio loop, not in a thread of its own: the
   socket is watched with ``add_reader``/``add_writer`` (paho's external-loop
   callbacks) and ``loop_misc`` runs once a second for keepalives. Callbacks
@@ -20,6 +25,9 @@ Thin by design: connect, subscribe, hand over deliveries, publish, close.
   with Nagle on, so the second PUBACK of a batch waited for our ACK of the
   first, which the kernel delays by up to 40 ms when we have nothing to send:
   a publishing node stalled 40 ms per batch.
+- Writes: paho sends each queued packet with its own ``send``; the bridge
+  joins the queued packets that need nothing once written (the PUBACKs the
+  node acknowledges after one commit, say) into one write.
 - paho's own reconnect is off: the node's supervisor owns reconnects.
 """
 
@@ -31,7 +39,8 @@ import logging
 import re
 import socket
 import ssl
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -40,9 +49,11 @@ from paho.mqtt import _packet as paho_packet
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from bridges.mqtt_packets import publish_packet, publish_properties, scan_pubacks
 from bridges.tls import tls_reason
 from mesh.config import BrokerModel, ClientTls, EgressRule, IngressRule
 from mesh.core.asyncapi import BrokerDoc, server_host
@@ -195,6 +206,8 @@ class _BufferedSocket:
 
 
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+_PUBLISH, _DISCONNECT = 0x30, 0xE0
+_PUBLISH_QOS1 = _PUBLISH | 0x02
 _PRIVATE = frozenset({"packetType", "types", "names", "properties"})
 _TEMPLATE = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
 
@@ -260,6 +273,79 @@ class _Client(mqtt.Client):
         if on_message is not None:
             on_message(self, self._userdata, message)
 
+    on_fast_puback: Callable[[int, int], bool] | None = None
+
+    def send_raw(self, packet: bytes) -> MQTTErrorCode:
+        """Queue pre-encoded packets behind paho's own and write what the socket takes now.
+
+        The entry has the shape of paho's ``_packet_queue`` with ``qos`` 1, so
+        ``_packet_write`` treats it as a packet that needs nothing on completion
+        (a QoS 0 PUBLISH would call ``on_publish``); what the socket does not
+        take at once is written by paho when the socket is writable.
+        """
+        if self._sock is None:
+            return MQTTErrorCode.MQTT_ERR_NO_CONN
+        self._out_packet.append(
+            {
+                "command": _PUBLISH_QOS1,
+                "mid": 0,
+                "qos": 1,
+                "pos": 0,
+                "to_process": len(packet),
+                "packet": packet,
+                "info": None,
+            }
+        )
+        rc: MQTTErrorCode = self.loop_write()
+        return rc
+
+    def _packet_write(self) -> MQTTErrorCode:
+        # paho sends each queued packet with its own send(): a batch of PUBACKs
+        # was one system call per message. Packets that need nothing once
+        # written (all but DISCONNECT and a QoS 0 PUBLISH) are joined first.
+        queue = self._out_packet
+        if len(queue) > 1:
+            n = 0
+            for pkt in queue:
+                kind = pkt["command"] & 0xF0
+                if kind == _DISCONNECT or (kind == _PUBLISH and pkt["qos"] == 0):
+                    break
+                n += 1
+            if n > 1:
+                parts = []
+                for _ in range(n):
+                    pkt = queue.popleft()
+                    parts.append(pkt["packet"][pkt["pos"] :] if pkt["pos"] else pkt["packet"])
+                joined = b"".join(parts)
+                queue.appendleft(
+                    {
+                        "command": _PUBLISH_QOS1,
+                        "mid": 0,
+                        "qos": 1,
+                        "pos": 0,
+                        "to_process": len(joined),
+                        "packet": joined,
+                        "info": None,
+                    }
+                )
+        rc: MQTTErrorCode = super()._packet_write()
+        return rc
+
+    def _handle_pubackcomp(self, cmd: Literal["PUBACK", "PUBCOMP"]) -> MQTTErrorCode:
+        # A PUBACK of the bridge's own batches goes straight to it: paho's path
+        # builds a ReasonCode and a Properties per PUBACK and, in
+        # _update_inflight, walks every message in flight on each one.
+        on_fast = self.on_fast_puback
+        if cmd == "PUBACK" and on_fast is not None:
+            packet = self._in_packet["packet"]
+            if len(packet) >= 2:
+                mid = (packet[0] << 8) | packet[1]
+                code = packet[2] if len(packet) > 2 else 0
+                if on_fast(mid, code):
+                    return MQTTErrorCode.MQTT_ERR_SUCCESS
+        rc: MQTTErrorCode = super()._handle_pubackcomp(cmd)
+        return rc
+
     on_pingresp: Any = None  # paho has no callback for PINGRESP
 
     def _handle_pingresp(self) -> MQTTErrorCode:
@@ -267,6 +353,34 @@ class _Client(mqtt.Client):
         if self.on_pingresp is not None:
             self.on_pingresp()
         return rc
+
+
+class _Batch:
+    """The results of one ``publish`` call, settled by PUBACKs in any order.
+
+    ``done`` is set once every message was sent (``seal``) and settled: a batch
+    larger than the in-flight window can have all of its first part settled
+    while the rest waits for room.
+    """
+
+    __slots__ = ("done", "left", "results", "sealed")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, n: int) -> None:
+        self.results: list[PublishError | None] = [None] * n
+        self.left = 0  # messages sent and not settled yet
+        self.sealed = False
+        self.done: asyncio.Future[None] = loop.create_future()
+
+    def settle(self, i: int, result: PublishError | None) -> None:
+        self.results[i] = result
+        self.left -= 1
+        if not self.left and self.sealed and not self.done.done():
+            self.done.set_result(None)
+
+    def seal(self) -> None:
+        self.sealed = True
+        if not self.left and not self.done.done():
+            self.done.set_result(None)
 
 
 class MqttBridge:
@@ -312,7 +426,9 @@ class MqttBridge:
         self._inbox = ctx.inbox
         self._inbox.resize(max(2 * cfg.max_inflight, 1024))
         self._inbox.on_flow(self._pause, self._resume)
-        self._pending: dict[int, asyncio.Future[PublishError | None]] = {}
+        self._pending: dict[int, tuple[_Batch, int]] = {}  # unacknowledged packet ids
+        self._room_waiter: asyncio.Future[None] | None = None  # a publish waits for room
+        c.on_fast_puback = self._fast_puback
         self._connack: asyncio.Future[Any] | None = None
         self._pingresp: asyncio.Future[None] | None = None
         c.on_pingresp = self._on_pingresp
@@ -357,11 +473,23 @@ class MqttBridge:
                 return
             rc = c.loop_read()
             sock = self._sock
+            if self._pending and sock is not None and not c._in_packet["command"]:
+                self._take_pubacks(sock)
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or sock is None or not sock.pending():
                 return
         if self._loop is not None and not self._more:
             self._more = True
             self._loop.call_soon(self._continue_reading)
+
+    def _take_pubacks(self, sock: Any) -> None:
+        """The PUBACKs already in the receive buffer, in one pass (paho is between packets)."""
+        buffered = getattr(sock, "_buf", None)
+        if buffered is None or sock._pos >= len(buffered):
+            return
+        pos, taken = scan_pubacks(buffered, sock._pos, self.v5, self._fast_puback)
+        if taken:
+            sock._pos = pos
+            self._client._last_bytes_received = time.monotonic()  # as paho's _packet_read
 
     def _continue_reading(self) -> None:
         self._more = False
@@ -466,12 +594,34 @@ class MqttBridge:
         self._inbox.put(Delivery(m, ack))
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, rc: Any, props: Any) -> None:
-        fut = self._pending.pop(mid, None)
-        if fut is not None and not fut.done():
-            failure = None
-            if getattr(rc, "is_failure", False):
-                failure = PublishError(self.name, f"broker refused the publish: {rc}")
-            fut.set_result(failure)
+        failure = None
+        if getattr(rc, "is_failure", False):
+            failure = PublishError(self.name, f"broker refused the publish: {rc}")
+        self._resolve(mid, failure)
+
+    def _fast_puback(self, mid: int, code: int) -> bool:
+        """A PUBACK for ``mid``: settle it unless paho's own publish owns that id."""
+        if mid not in self._pending or mid in self._client._out_messages:
+            return False
+        failure = None
+        if code >= 0x80:
+            try:
+                why = str(ReasonCode(PacketTypes.PUBACK, identifier=code))
+            except KeyError:  # not a code MQTT 5 defines
+                why = f"reason code 0x{code:02x}"
+            failure = PublishError(self.name, f"broker refused the publish: {why}")
+        self._resolve(mid, failure)
+        return True
+
+    def _resolve(self, mid: int, result: PublishError | None) -> None:
+        entry = self._pending.pop(mid, None)
+        if entry is None:
+            return
+        batch, i = entry
+        batch.settle(i, result)
+        waiter = self._room_waiter
+        if waiter is not None and not waiter.done() and len(self._pending) < self.cfg.max_inflight:
+            waiter.set_result(None)
 
     def _on_subscribe(self, client: Any, userdata: Any, mid: int, rcs: Any, props: Any) -> None:
         fut = self._subacks.pop(mid, None)
@@ -490,9 +640,10 @@ class MqttBridge:
         self._connected = False
         err = PublishError(self.name, f"connection lost ({reason})")
         pending, self._pending = self._pending, {}
-        for fut in pending.values():
-            if not fut.done():
-                fut.set_result(err)
+        for batch, i in pending.values():
+            batch.settle(i, err)
+        if self._room_waiter is not None and not self._room_waiter.done():
+            self._room_waiter.set_result(None)
         for suback in self._subacks.values():
             if not suback.done():
                 suback.set_exception(BrokerUnavailable(self.name, reason))
@@ -570,54 +721,143 @@ class MqttBridge:
                 raise BridgeError(self.name, f"subscription {topic!r} refused: {code}")
 
     async def publish(self, messages: Sequence[Message]) -> list[PublishError | None]:
-        loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[PublishError | None]] = []
-        c = self._client
-        for m in messages:
-            fut: asyncio.Future[PublishError | None] = loop.create_future()
-            futures.append(fut)
+        """Publish a batch; return once the broker confirmed or refused each message.
+
+        QoS 1 messages take the batch path: each PUBLISH is encoded here
+        (:mod:`bridges.mqtt_packets`, byte for byte what paho would send), the
+        batch goes out as one write behind paho's queued packets, and PUBACKs
+        settle it without paho's per-message objects. Packet ids come from
+        paho's own generator, skipping any still in flight; at most
+        ``max_inflight`` messages are unacknowledged at once, as paho limits
+        its own. QoS 0 and 2 go through ``Client.publish``. A lost connection
+        fails what was not confirmed; the egress retries it on the next
+        connection (a bridge is one connection attempt, so nothing is resent
+        by paho behind its back).
+        """
+        batch = _Batch(asyncio.get_running_loop(), len(messages))
+        pending = self._pending
+        limit = self.cfg.max_inflight
+        v5 = self.v5
+        parts: list[bytes] = []
+        props_cache: dict[tuple[str | None, tuple[tuple[str, str], ...]], bytes] = {}
+        full: str | None = None  # why there was no room in flight: fail the rest at once
+        for i, m in enumerate(messages):
             if not self._connected:
-                fut.set_result(PublishError(self.name, "not connected"))
+                batch.results[i] = PublishError(self.name, "not connected")
                 continue
             problem = _publish_topic_problem(m.topic)
             if problem is not None:
-                fut.set_result(InvalidTopic(self.name, m.topic, problem))
+                batch.results[i] = InvalidTopic(self.name, m.topic, problem)
+                continue
+            if m.qos != 1:
+                self._flush(parts, batch)  # keep the order of the batch on the wire
+                self._publish_one(m, batch, i)
+                continue
+            if len(pending) >= limit and full is None:
+                self._flush(parts, batch)
+                full = await self._room(limit)
+            if full is not None:
+                batch.results[i] = PublishError(self.name, full)
                 continue
             props = None
-            if self.v5 and (m.content_type or m.user_properties):
-                props = _FastProperties(PacketTypes.PUBLISH)
-                if m.content_type:
-                    props.ContentType = m.content_type
-                if m.user_properties:
-                    props.UserProperty = list(m.user_properties)
+            if v5:
+                key = (m.content_type, tuple(m.user_properties))
+                props = props_cache.get(key)
+            mid = self._next_mid()
             try:
-                with _mapped(self.name, f"cannot publish to {m.topic!r}"):
-                    info = c.publish(
-                        m.topic, m.payload, qos=m.qos, retain=m.retain, properties=props
-                    )
-            except BridgeError as exc:
-                # paho refuses it (a payload over the limit): retrying cannot help.
-                permanent = not isinstance(exc, BrokerUnavailable)
-                fut.set_result(PublishError(self.name, exc.reason, permanent=permanent))
-                continue
-            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                fut.set_result(
-                    PublishError(self.name, f"publish failed: {mqtt.error_string(info.rc)}")
+                if v5 and props is None:
+                    props = props_cache[key] = publish_properties(m.content_type, m.user_properties)
+                parts.append(publish_packet(m.topic, m.payload, mid, m.retain, props))
+            except ValueError as exc:  # UnicodeEncodeError is one
+                batch.results[i] = PublishError(
+                    self.name, f"cannot publish to {m.topic!r}: {exc}", permanent=True
                 )
-            elif m.qos == 0:
-                fut.set_result(None)
-            elif not fut.done():
-                # PUBACKs arrive through _on_readable, on this same loop, later.
-                self._pending[info.mid] = fut
-        waiting: set[asyncio.Future[PublishError | None]] = set()
-        if futures:
-            _done, waiting = await asyncio.wait(futures, timeout=PUBLISH_TIMEOUT)
-        for mid, fut in list(self._pending.items()):
-            if fut in waiting:
-                del self._pending[mid]
-        for fut in waiting:
-            fut.set_result(PublishError(self.name, f"no PUBACK within {PUBLISH_TIMEOUT}s"))
-        return [f.result() for f in futures]
+                continue
+            pending[mid] = (batch, i)
+            batch.left += 1
+        self._flush(parts, batch)
+        batch.seal()
+        if not batch.done.done():
+            try:
+                async with asyncio.timeout(PUBLISH_TIMEOUT):
+                    await batch.done
+            except TimeoutError:
+                late = PublishError(self.name, f"no PUBACK within {PUBLISH_TIMEOUT}s")
+                for mid, (b, _i) in list(pending.items()):
+                    if b is batch:
+                        self._resolve(mid, late)
+        return batch.results
+
+    def _next_mid(self) -> int:
+        pending, out = self._pending, self._client._out_messages
+        while True:
+            mid: int = self._client._mid_generate()
+            if mid not in pending and mid not in out:
+                return mid
+
+    def _flush(self, parts: list[bytes], batch: _Batch) -> None:
+        """Write the encoded PUBLISH packets of ``parts`` (emptied) in one go."""
+        if not parts:
+            return
+        data = b"".join(parts)
+        parts.clear()
+        try:
+            with _mapped(self.name, "publish"):
+                rc = self._client.send_raw(data)
+        except BridgeError as exc:
+            rc, reason = MQTTErrorCode.MQTT_ERR_CONN_LOST, exc.reason
+        else:
+            reason = f"publish failed: {mqtt.error_string(rc)}"
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            # A lost connection has already failed them (_lost); anything else here.
+            err = PublishError(self.name, reason)
+            for mid, (b, _i) in list(self._pending.items()):
+                if b is batch:
+                    self._resolve(mid, err)
+
+    async def _room(self, limit: int) -> str | None:
+        """Wait until fewer than ``limit`` messages are unacknowledged; else why not."""
+        assert self._loop is not None
+        while len(self._pending) >= limit:
+            if not self._connected:
+                return "not connected"
+            waiter = self._room_waiter
+            if waiter is None or waiter.done():
+                waiter = self._room_waiter = self._loop.create_future()
+            try:
+                async with asyncio.timeout(PUBLISH_TIMEOUT):
+                    await asyncio.shield(waiter)
+            except TimeoutError:
+                return f"in-flight window full: no PUBACK within {PUBLISH_TIMEOUT}s"
+        return None if self._connected else "not connected"
+
+    def _publish_one(self, m: Message, batch: _Batch, i: int) -> None:
+        """A QoS 0 or 2 message, through paho's ``Client.publish``."""
+        props = None
+        if self.v5 and (m.content_type or m.user_properties):
+            props = _FastProperties(PacketTypes.PUBLISH)
+            if m.content_type:
+                props.ContentType = m.content_type
+            if m.user_properties:
+                props.UserProperty = list(m.user_properties)
+        try:
+            with _mapped(self.name, f"cannot publish to {m.topic!r}"):
+                info = self._client.publish(
+                    m.topic, m.payload, qos=m.qos, retain=m.retain, properties=props
+                )
+        except BridgeError as exc:
+            # paho refuses it (a payload over the limit): retrying cannot help.
+            permanent = not isinstance(exc, BrokerUnavailable)
+            batch.results[i] = PublishError(self.name, exc.reason, permanent=permanent)
+            return
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            batch.results[i] = PublishError(
+                self.name, f"publish failed: {mqtt.error_string(info.rc)}"
+            )
+        elif m.qos > 0 and not info.is_published():
+            # PUBACK/PUBCOMP arrive through _on_readable, on this same loop, later.
+            self._pending[info.mid] = (batch, i)
+            batch.left += 1
 
     async def _settle(self) -> None:
         """A PINGREQ round trip: the broker has read every PUBACK sent before it.
