@@ -25,6 +25,7 @@ from mesh.core.ingress import IngressRule, Rejected
 from mesh.core.message import Message
 from mesh.core.schemas import NO_SCHEMAS, Schemas
 from mesh.plugins import Delivery, Outcome
+from mesh.runtime.logs import Throttle
 from mesh.runtime.metrics import Metrics
 from mesh.runtime.router import Router
 from mesh.runtime.store import DeadLetter
@@ -65,7 +66,7 @@ class Ingress:
     ) -> None:
         self.schemas = schemas  # enforced on what enters here (at: ingress)
         self.spans = spans
-        self._logged: dict[tuple[str, str], tuple[float, int]] = {}  # (broker, code) -> last, held
+        self._throttle = Throttle(LOG_EVERY)  # rejection lines, per (broker, reason)
         self.kinds = kinds or {}  # broker name -> its kind (mqtt, nats, http), for spans
         self.router = router
         self.store = router.outboxes.store
@@ -101,13 +102,8 @@ class Ingress:
         self.metrics.inc("mesh_dead_letters_total", reason="invalid event")
         # One line per broker and reason every LOG_EVERY seconds, saying how many it
         # held back: a client sending a stream of bad messages cannot flood the log.
-        now = time.monotonic()
-        kind = (broker, why.code)
-        last, held = self._logged.get(kind, (-LOG_EVERY, 0))
-        if now - last < LOG_EVERY:
-            self._logged[kind] = (last, held + 1)
-        else:
-            self._logged[kind] = (now, 0)
+        held = self._throttle.allow((broker, why.code))
+        if held is not None:
             more = f" (and {held} more rejected since)" if held else ""
             log.warning(
                 "rejected message from %s on %r: %s%s",

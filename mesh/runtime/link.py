@@ -82,6 +82,7 @@ from mesh.core.errors import (
 from mesh.core.event import validate_attributes
 from mesh.core.routing import Interest, RoutingTable
 from mesh.runtime.lifecycle import Faults, cancel_and_wait, supervise
+from mesh.runtime.logs import Throttle
 from mesh.runtime.metrics import Metrics
 from mesh.runtime.router import Router
 from mesh.runtime.store import DeadLetter
@@ -176,7 +177,7 @@ class LinkSession:
         self._sent_reach: list[tuple[str, ...]] | None = None
         self._advertised_once = False
         self._advertising = asyncio.Lock()
-        self._logged: dict[str, tuple[float, int]] = {}  # kind -> (last logged, suppressed)
+        self._throttle = Throttle(LOG_EVERY)  # drop lines, one per kind every LOG_EVERY
 
     async def run(self) -> None:
         """Run the link until it drops; raises what broke it (LinkError and others)."""
@@ -569,12 +570,9 @@ class LinkSession:
 
     def _log_drop(self, kind: str, msg: str, *args: Any) -> None:
         """Log a deliberate drop, at most once per LOG_EVERY seconds per kind (and say how many)."""
-        now = time.monotonic()
-        last, suppressed = self._logged.get(kind, (0.0, 0))
-        if now - last < LOG_EVERY:
-            self._logged[kind] = (last, suppressed + 1)
+        suppressed = self._throttle.allow(kind)
+        if suppressed is None:
             return
-        self._logged[kind] = (now, 0)
         more = f" (and {suppressed} more since)" if suppressed else ""
         log.warning(f"link %s: {msg}{more}", self.peer, *args, extra={"peer": self.peer})
 

@@ -20,12 +20,13 @@ import logging
 import sys
 import time
 from collections import OrderedDict
+from collections.abc import Hashable
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-__all__ = ["JsonFormatter", "RepeatFilter", "configure_logging"]
+__all__ = ["JsonFormatter", "RepeatFilter", "Throttle", "configure_logging"]
 
 REPEAT_WINDOW = 5.0
 _MAX_KEYS = 1024
@@ -70,6 +71,27 @@ class RepeatFilter(logging.Filter):
             record.args = None
             record.count = held
         return True
+
+
+class Throttle:
+    """At most one line per kind every ``every`` seconds, for lines written per event.
+
+    :meth:`allow` answers None while a kind is held back, else how many of it
+    were held back since its last line (0 for the first).
+    """
+
+    def __init__(self, every: float = REPEAT_WINDOW) -> None:
+        self.every = every
+        self._last: dict[Hashable, tuple[float, int]] = {}  # kind -> (last line, held)
+
+    def allow(self, kind: Hashable) -> int | None:
+        now = time.monotonic()
+        last = self._last.get(kind)
+        if last is not None and now - last[0] < self.every:
+            self._last[kind] = (last[0], last[1] + 1)
+            return None
+        self._last[kind] = (now, 0)
+        return last[1] if last is not None else 0
 
 
 class JsonFormatter(logging.Formatter):

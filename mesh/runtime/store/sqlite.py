@@ -145,12 +145,7 @@ class SqliteStore:
         """Raise StoreFull while the disk is full; leave that state once it has room."""
         if not self.full:
             return
-        try:
-            st = os.statvfs(self.path.parent)
-            room = st.f_bavail * st.f_frsize
-        except OSError:
-            room = 0
-        if room < 3 * RESERVE_BYTES:
+        if (self._room() or 0) < 3 * RESERVE_BYTES:
             raise StoreFull(str(self.path))
         self._make_reserve()
         self.full = False
@@ -160,6 +155,14 @@ class SqliteStore:
             time.monotonic() - self.full_since,
         )
 
+    def _room(self) -> int | None:
+        """Bytes free for us on the store's file system; None if it cannot be told."""
+        try:
+            st = os.statvfs(self.path.parent)
+        except OSError:
+            return None
+        return st.f_bavail * st.f_frsize
+
     def probe_room(self) -> None:
         """Raise StoreFull if the disk is full, even if no commit has failed yet.
 
@@ -167,12 +170,8 @@ class SqliteStore:
         would fail. Cheap (one statvfs), for the link canary, not per event.
         """
         self.check_room()
-        try:
-            st = os.statvfs(self.path.parent)
-            room = st.f_bavail * st.f_frsize
-        except OSError:
-            return
-        if room < RESERVE_BYTES:
+        room = self._room()
+        if room is not None and room < RESERVE_BYTES:
             self._became_full()
             raise StoreFull(str(self.path))
 
