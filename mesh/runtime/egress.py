@@ -154,7 +154,7 @@ class EgressWorker:
                 await asyncio.sleep(0.1 * 2**failures)
 
     async def _give_up(
-        self, seq: int, event_id: str | None, reason: str, topic: str | None = None
+        self, seq: int, event_id: str | None, topic: str | None, reason: str
     ) -> bool:
         """Apply ``on_error.then`` to one event; False if the worker must pause."""
         rule = self.rule
@@ -211,26 +211,23 @@ class EgressWorker:
         rule = self.rule
         seqs: list[int] = []
         msgs: list[Message] = []
-        ids: list[str] = []
-        topics: list[str] = []
-        arrived: list[float | None] = []
-        sent: list[tuple[Envelope, str]] = []
+        envs: list[Envelope] = []
         for seq, rec in records:
-            eid = topic = None
+            env: Envelope | None = None
             try:
                 env = self.outbox.envelope(seq, rec)
-                eid, topic = str(env.event.attrs.get("id")), env.topic
                 msg = rule.encode(env, self.schemas)
             except (TemplateError, EventError, LinkProtocolError) as exc:
                 # Cannot succeed on retry: the policy's final step applies at once.
                 why = getattr(exc, "reason", str(exc))
-                if not await self._give_up(seq, eid, why, topic):
+                if not await self._give_up(seq, *_about(env), why):
                     return None
                 continue
             except Exception as exc:
                 # A record no check foresaw (one stored by an older version, say)
                 # would fail the same way after every restart and hold the whole
                 # outbox behind it: it is this event's fault, not the worker's.
+                eid, topic = _about(env)
                 log.exception(
                     "egress %s: cannot encode the event at #%d (%s, %s)",
                     rule.name,
@@ -239,16 +236,12 @@ class EgressWorker:
                     topic,
                     extra={"egress": rule.name, "event_id": eid, "topic": topic},
                 )
-                if not await self._give_up(seq, eid, f"cannot encode: {exc!r}", topic):
+                if not await self._give_up(seq, eid, topic, f"cannot encode: {exc!r}"):
                     return None
                 continue
             seqs.append(seq)
             msgs.append(msg)
-            ids.append(env.event.id)
-            topics.append(env.topic)
-            arrived.append(env.t_in)
-            if self.spans is not None:
-                sent.append((env, msg.topic))
+            envs.append(env)
         if not msgs:
             return None
         began = time.time()
@@ -261,24 +254,24 @@ class EgressWorker:
             self.metrics.inc("mesh_egress_events_total", len(done), egress=rule.name)
             latency = self.metrics.histogram("mesh_event_latency_seconds", egress=rule.name)
             now = time.time()
-            for t_in, res in zip(arrived, results, strict=True):
-                if res is None and t_in is not None:
-                    latency.observe(max(0.0, now - t_in))
-            if self.spans is not None:
-                for (env, target), res in zip(sent, results, strict=True):
-                    if res is None:
+            for env, msg, res in zip(envs, msgs, results, strict=True):
+                if res is None:
+                    if env.t_in is not None:
+                        latency.observe(max(0.0, now - env.t_in))
+                    if self.spans is not None:
                         self.spans.record(
-                            "send", [env], system=self.system, destination=target, start=began
+                            "send", [env], system=self.system, destination=msg.topic, start=began
                         )
         delay: float | None = None
         failed = [
-            (seq, eid, top, res)
-            for seq, eid, top, res in zip(seqs, ids, topics, results, strict=True)
+            (seq, env, res)
+            for seq, env, res in zip(seqs, envs, results, strict=True)
             if res is not None
         ]
         if failed:
             self.metrics.inc("mesh_egress_failures_total", len(failed), egress=rule.name)
-            _seq, first_id, first_topic, first = failed[0]
+            _seq, first_env, first = failed[0]
+            first_id, first_topic = _about(first_env)
             log.warning(
                 "egress %s: %d of %d publishes failed, first %s (%s): %s",
                 rule.name,
@@ -289,11 +282,18 @@ class EgressWorker:
                 first.reason,
                 extra={"egress": rule.name, "event_id": first_id, "topic": first_topic},
             )
-        for seq, eid, top, res in failed:
+        for seq, env, res in failed:
             if res.permanent or self._exhausted(seq):
-                if not await self._give_up(seq, eid, res.reason, top):
+                if not await self._give_up(seq, *_about(env), res.reason):
                     return None
             else:
                 wait = res.retry_after if res.retry_after is not None else self.backoff.next()
                 delay = wait if delay is None else max(delay, wait)
         return delay
+
+
+def _about(env: Envelope | None) -> tuple[str | None, str | None]:
+    """An event's id and mesh topic, for the lines and the policy about it."""
+    if env is None:
+        return None, None
+    return str(env.event.attrs.get("id")), env.topic
